@@ -1,0 +1,90 @@
+"""Ignite handlers and checkpointable objects that MONAI does not ship.
+
+- :class:`RNGState`: the random number generators as an object with ``state_dict`` /
+  ``load_state_dict``, so MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` save and restore
+  them with the model (exact resume).
+- :class:`MetricsWriter`: writes the evaluator's per-task metrics (and Δm) to a JSON file,
+  atomically, on rank 0 only. MONAI's ``MetricsSaver`` writes one CSV per metric; a single JSON
+  with nested per-task results is what the experiment runner and users read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from medmtl.engine.checkpoint import capture_rng_state, restore_rng_state
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["MetricsWriter", "RNGState", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=float)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class RNGState:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as a checkpointable object."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return capture_rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restore_rng_state(state)
+
+
+class MetricsWriter:
+    """Write ``engine.state.metrics`` of an evaluator to a JSON file after each evaluation.
+
+    The file holds ``{"epoch", "key_metric", "score", "tasks": {task: {metric: value}}}`` where
+    ``epoch`` is the trainer's epoch when run by ``ValidationHandler``.
+
+    Args:
+        output_path: the JSON file (parent folders are created).
+        key_metric_name: name of the evaluator's key metric.
+    """
+
+    def __init__(self, output_path: str | Path, key_metric_name: str = "val_score") -> None:
+        self.output_path = Path(output_path)
+        self.key_metric_name = key_metric_name
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        metrics = engine.state.metrics
+        details = engine.state.metric_details.get(self.key_metric_name, {})
+        tasks: dict[str, dict[str, float]] = {}
+        for key, value in metrics.items():
+            if "/" in key and key != self.key_metric_name:
+                task, name = key.split("/", 1)
+                tasks.setdefault(task, {})[name] = float(value)
+        payload = {
+            "epoch": int(engine.state.epoch),
+            "key_metric": "delta_m" if details.get("delta_m") else "mean_task_key_metric",
+            "score": float(metrics.get(self.key_metric_name, float("nan"))),
+            "tasks": tasks,
+        }
+        write_json_atomic(self.output_path, payload)

@@ -1,0 +1,193 @@
+"""Building blocks that run the same parameters on 2D and 3D inputs.
+
+Every block here stores 3D parameters and dispatches on the input's rank at call time:
+(B, C, D, H, W) runs the 3D operator, (B, C, H, W) runs the 2D operator on parameters derived
+from the 3D ones, so a 2D pass costs what a plain 2D network of the same widths costs.
+
+* :class:`DimsConv` keeps a (k x k x k) kernel; for 2D inputs it sums the kernel over its depth
+  axis and calls ``conv2d``. Summing is exact for a depth-constant volume: ``conv3d`` of an image
+  repeated along depth equals (away from the depth borders) ``conv2d`` of the image with the
+  depth-summed kernel. A 2D image is therefore treated as a "boring" volume, the inverse of I3D's
+  2D-to-3D kernel inflation (Carreira & Zisserman, 2017, https://arxiv.org/abs/1705.07750).
+* :class:`DimsNorm` builds the 3D norm with MONAI's ``get_norm_layer``; a 2D input is viewed as a
+  depth-1 volume for it (a free ``unsqueeze``; instance, group and batch statistics over (1, H, W)
+  are those over (H, W)). Norms with running statistics (batch norm) get a second module for 2D
+  with its own running statistics and the *same* affine parameters, so 2D and 3D statistics never
+  mix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import nn
+
+__all__ = ["DimsConv", "DimsNorm", "ConvNormAct", "ResidualBlock", "spatial_dims_of"]
+
+
+def spatial_dims_of(x: torch.Tensor) -> int:
+    """Spatial dims of a channel-first batch: 2 for (B, C, H, W), 3 for (B, C, D, H, W).
+
+    Raises:
+        ValueError: for any other rank.
+    """
+    if x.ndim not in (4, 5):
+        raise ValueError(f"expected a (B, C, H, W) or (B, C, D, H, W) tensor, got shape {tuple(x.shape)}")
+    return x.ndim - 2
+
+
+class DimsConv(nn.Module):
+    """Convolution with one (k x k x k) kernel used for 2D and 3D inputs.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd cubic kernel size ``k``; padding is ``k // 2`` ("same" at stride 1).
+        stride: stride along every spatial axis.
+        bias: whether to add a learnable bias (off by default: every encoder conv is followed by a
+            norm whose shift makes a bias redundant).
+
+    Shapes:
+        (B, in, D, H, W) -> (B, out, D/s, H/s, W/s) with ``conv3d``;
+        (B, in, H, W) -> (B, out, H/s, W/s) with ``conv2d`` on the depth-summed kernel.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = False):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise like ``torch.nn.Conv3d`` (Kaiming-uniform weights, fan-in bounded bias)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**3)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def weight_2d(self) -> torch.Tensor:
+        """The (out, in, k, k) kernel a 2D input is convolved with (the depth-summed 3D kernel)."""
+        return self.weight.sum(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if spatial_dims_of(x) == 3:
+            return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight_2d(), self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class DimsNorm(nn.Module):
+    """A MONAI norm layer (``norm`` as in MONAI networks) applied to 2D and 3D inputs.
+
+    Args:
+        norm: norm type and arguments as accepted by ``monai.networks.layers.get_norm_layer``, e.g.
+            ``("instance", {"affine": True})``, ``("group", {"num_groups": 8})``, ``"batch"``.
+        channels: number of channels.
+
+    Attributes:
+        norm: the 3D norm module (owner of the affine parameters).
+        norm_2d: ``None``, or for norms with running statistics a 2D twin whose affine parameters
+            *are* those of ``norm`` (same ``Parameter`` objects) and whose running statistics are
+            its own. Both appear in ``state_dict`` (tied keys hold the same values).
+    """
+
+    def __init__(self, norm: str | tuple, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.norm = get_norm_layer(norm, spatial_dims=3, channels=channels)
+        self.norm_2d: nn.Module | None = None
+        if getattr(self.norm, "track_running_stats", False):
+            # running statistics of CT volumes and radiographs differ; one shared running mean
+            # would serve neither at eval time
+            self.norm_2d = get_norm_layer(norm, spatial_dims=2, channels=channels)
+            for name, param in self.norm.named_parameters(recurse=False):
+                setattr(self.norm_2d, name, param)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if spatial_dims_of(x) == 3:
+            return self.norm(x)
+        if self.norm_2d is not None:
+            return self.norm_2d(x)
+        return self.norm(x.unsqueeze(2)).squeeze(2)
+
+
+class ConvNormAct(nn.Sequential):
+    """:class:`DimsConv` -> :class:`DimsNorm` -> activation (-> dropout), for 2D and 3D inputs.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd cubic kernel size.
+        stride: stride along every spatial axis.
+        norm: MONAI norm spec (see :class:`DimsNorm`).
+        act: MONAI activation spec for ``get_act_layer``, e.g. ``"PRELU"`` or
+            ``("leakyrelu", {"negative_slope": 0.01, "inplace": True})``; ``None`` for no activation.
+        dropout: element-wise dropout probability (rank-agnostic ``nn.Dropout``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm: str | tuple = ("instance", {"affine": True}),
+        act: str | tuple | None = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        dropout: float = 0.0,
+    ):
+        layers: list[nn.Module] = [
+            DimsConv(in_channels, out_channels, kernel_size, stride),
+            DimsNorm(norm, out_channels),
+        ]
+        if act is not None:
+            layers.append(get_act_layer(act))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3(x3) conv-norm layers with an identity skip, activation after the sum (He et al. 2016).
+
+    Args:
+        channels: input and output channels.
+        kernel_size: odd cubic kernel size.
+        norm: MONAI norm spec.
+        act: MONAI activation spec.
+        dropout: dropout after the first activation.
+
+    Shapes:
+        (B, C, *spatial) -> (B, C, *spatial), 2 or 3 spatial dims.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        norm: str | tuple = ("instance", {"affine": True}),
+        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.conv1 = ConvNormAct(channels, channels, kernel_size, 1, norm, act, dropout)
+        self.conv2 = ConvNormAct(channels, channels, kernel_size, 1, norm, act=None)
+        self.act = get_act_layer(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + x)
+

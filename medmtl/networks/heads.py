@@ -1,0 +1,163 @@
+"""Task heads over the shared encoder's feature pyramid, built from the task registry.
+
+Every head takes the pyramid ``features`` (a list, level ``i`` at stride ``2**i``, see
+:mod:`medmtl.networks.encoder`) and is built for its task's ``spatial_dims`` with MONAI blocks:
+
+==================  ===============================================  ===============================
+``TaskSpec.kind``   head                                             output
+==================  ===============================================  ===============================
+segmentation        :class:`SegmentationDecoder` (UNet-like, skips)  (B, num_classes, *input_spatial)
+classification      :class:`ClassificationHead`                      (B, num_classes) logits
+multilabel          :class:`ClassificationHead` (``multilabel``)     (B, num_labels) logits
+detection           MONAI ``RetinaNet`` over an FPN                  dict of per-level head maps
+==================  ===============================================  ===============================
+
+Heads return logits; :meth:`ClassificationHead.probabilities` applies softmax (classification) or
+a per-label sigmoid (multilabel) at prediction time, so the training losses take logits
+(``CrossEntropyLoss`` / ``BCEWithLogitsLoss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import torch
+from monai.networks.blocks import Convolution, UpSample
+from monai.networks.layers.utils import get_act_layer
+from torch import nn
+
+from medmtl.errors import ConfigError
+from medmtl.networks.detection import RetinaNetHead
+from medmtl.tasks import TaskSpec
+
+__all__ = ["SegmentationDecoder", "ClassificationHead", "build_head"]
+
+
+class SegmentationDecoder(nn.Module):
+    """Lean UNet decoder: per level a transposed conv up, concatenation with the skip, one conv.
+
+    MONAI's ``UnetUpBlock`` does the same with two convs per level; one keeps the head small
+    next to the shared encoder (the point of hard sharing) while the encoder's residual stages
+    already provide the depth.
+
+    Args:
+        spatial_dims: 2 or 3.
+        encoder_channels: channels of the pyramid levels, finest first (level 0 at stride 1).
+        num_classes: output channels (classes including background).
+        norm: MONAI norm spec.
+        act: MONAI activation spec.
+
+    Shapes:
+        pyramid with level ``i`` (B, encoder_channels[i], *spatial / 2**i) ->
+        (B, num_classes, *spatial). ``spatial`` must be divisible by ``2**(len(encoder_channels) - 1)``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        encoder_channels: Sequence[int],
+        num_classes: int,
+        norm: str | tuple = ("instance", {"affine": True}),
+        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+    ):
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        chans = tuple(encoder_channels)
+        self.ups = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for i in range(len(chans) - 2, -1, -1):
+            self.ups.append(UpSample(spatial_dims, chans[i + 1], chans[i], scale_factor=2, mode="deconv"))
+            self.fuse.append(Convolution(spatial_dims, 2 * chans[i], chans[i], kernel_size=3, norm=norm, act=act))
+        self.out = Convolution(spatial_dims, chans[0], num_classes, kernel_size=1, conv_only=True)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, fuse, skip in zip(self.ups, self.fuse, reversed(features[:-1])):
+            x = fuse(torch.cat([up(x), skip], dim=1))
+        return self.out(x)
+
+
+class ClassificationHead(nn.Module):
+    """Global average pooling of the deepest level + a two-layer MLP, for 2D or 3D features.
+
+    Args:
+        in_channels: channels of the deepest pyramid level.
+        num_classes: classes (single-label) or labels (multilabel).
+        hidden_channels: width of the hidden layer.
+        act: MONAI activation spec.
+        dropout: dropout before the last layer.
+        multilabel: whether the labels are independent (sigmoid per label) rather than exclusive
+            (softmax); changes only :meth:`probabilities`, the head always returns logits.
+
+    Shapes:
+        pyramid whose last level is (B, in_channels, *spatial) -> (B, num_classes) logits.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden_channels: int = 128,
+        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        dropout: float = 0.0,
+        multilabel: bool = False,
+    ):
+        super().__init__()
+        self.multilabel = multilabel
+        self.mlp = nn.Sequential(
+            nn.Linear(in_channels, hidden_channels),
+            get_act_layer(act),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_channels, num_classes),
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        # mean over the flattened spatial axes: rank-agnostic global average pooling
+        return self.mlp(features[-1].flatten(2).mean(dim=2))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes) logits -> probabilities: per-label sigmoid if multilabel, else softmax."""
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+
+def build_head(
+    spec: TaskSpec,
+    encoder_channels: Sequence[int],
+    norm: str | tuple = ("instance", {"affine": True}),
+    act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+    hidden_channels: int = 128,
+    dropout: float = 0.0,
+    fpn_channels: int = 64,
+    fpn_levels: Sequence[int] | None = None,
+    base_anchor_shapes: Sequence[Sequence[float]] | None = None,
+) -> nn.Module:
+    """The head of ``spec.kind`` for ``spec`` (its ``spatial_dims`` and ``num_classes``).
+
+    Args:
+        spec: the task.
+        encoder_channels: channels of the encoder's pyramid levels, finest first.
+        norm: MONAI norm spec for the segmentation decoder.
+        act: MONAI activation spec.
+        hidden_channels: hidden width of the (multilabel) classification MLP.
+        dropout: dropout of the classification MLP.
+        fpn_channels: detection FPN / RetinaNet tower width (see
+            :class:`medmtl.networks.detection.RetinaNetHead`).
+        fpn_levels: pyramid levels of the detection FPN (default all but level 0).
+        base_anchor_shapes: detection anchor shapes at the first FPN level; default
+            ``spec.extra["base_anchor_shapes"]`` when the task sets it, else per-dims defaults.
+
+    Raises:
+        ConfigError: for a kind without a head.
+    """
+    if spec.kind == "segmentation":
+        return SegmentationDecoder(spec.spatial_dims, encoder_channels, spec.num_classes, norm, act)
+    if spec.kind in ("classification", "multilabel"):
+        return ClassificationHead(
+            encoder_channels[-1], spec.num_classes, hidden_channels, act, dropout, multilabel=spec.kind == "multilabel"
+        )
+    if spec.kind == "detection":
+        if base_anchor_shapes is None:
+            base_anchor_shapes = spec.extra.get("base_anchor_shapes")
+        return RetinaNetHead(
+            spec.spatial_dims, spec.num_classes, encoder_channels, fpn_channels, fpn_levels, base_anchor_shapes
+        )
+    raise ConfigError(f"task {spec.name!r}: no head for kind {spec.kind!r}")

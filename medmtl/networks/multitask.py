@@ -1,0 +1,256 @@
+"""``MultiTaskNet``: a sharing trunk (hard / soft / mixed) plus one head per task.
+
+Example:
+    >>> net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], channels=(8, 16, 32))
+    >>> net(torch.zeros(1, 1, 32, 32, 32), "ct_organ_seg").shape
+    torch.Size([1, 5, 32, 32, 32])
+    >>> net(torch.zeros(2, 1, 64, 64), "cxr_findings").shape
+    torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from medmtl.errors import ConfigError
+from medmtl.networks.blocks import spatial_dims_of
+from medmtl.networks.detection import RetinaNetHead, TaskDetector, build_detector
+from medmtl.networks.encoder import DEFAULT_ACT, DEFAULT_CHANNELS, DEFAULT_NORM
+from medmtl.networks.heads import build_head
+from medmtl.networks.sharing import build_trunk
+from medmtl.tasks import TaskSpec, get_task
+
+__all__ = ["MultiTaskNet", "TaskView", "resolve_task_specs"]
+
+
+def resolve_task_specs(tasks: str | Iterable[str | TaskSpec]) -> list[TaskSpec]:
+    """Task specs from a comma-separated string or a list of names / specs (``ConfigError`` if bad)."""
+    items = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
+    specs = []
+    for item in items:
+        if isinstance(item, TaskSpec):
+            specs.append(item)
+            continue
+        try:
+            specs.append(get_task(item))
+        except KeyError as err:
+            raise ConfigError(f"tasks: {err.args[0]}") from None
+    names = [s.name for s in specs]
+    if not names:
+        raise ConfigError("tasks: no task given")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: duplicate task names in {names}")
+    return specs
+
+
+class MultiTaskNet(nn.Module):
+    """Shared 2D/3D trunk + one head per task; ``net(x, task)`` returns that task's output.
+
+    Args:
+        tasks: task names or ``TaskSpec`` s (or a comma-separated string of names); 2D and 3D
+            tasks may be mixed — they share the encoder.
+        sharing: ``"hard"``, ``"soft"`` or ``"mixed"`` (see :mod:`medmtl.networks.sharing`).
+        in_channels: image channels (the same for every task).
+        channels: encoder stage widths; pyramid level ``i`` has stride ``2**i``.
+        num_res_units: residual blocks per encoder stage.
+        kernel_size: encoder kernel size.
+        norm: MONAI norm spec for encoder and segmentation decoder.
+        act: MONAI activation spec.
+        dropout: dropout in the encoder's residual blocks and the classification MLPs.
+        soft_penalty: coefficient of the soft-sharing L2 penalty.
+        shared_stages: shared encoder stages in ``mixed`` mode.
+        cross_stitch_per_channel: per-channel (else scalar) cross-stitch matrices in ``mixed`` mode.
+        hidden_channels: hidden width of the classification / multilabel MLPs.
+        fpn_channels: FPN and RetinaNet tower width of detection heads.
+        fpn_levels: pyramid levels used by detection heads (default all but level 0).
+
+    Outputs of ``net(x, task)`` by task kind: segmentation (B, num_classes, *spatial) logits at
+    input size (``spatial`` divisible by :attr:`size_divisible`); classification (B, num_classes)
+    logits; multilabel (B, num_labels) logits (sigmoid at prediction time); detection the dict
+    ``{"classification": [...], "box_regression": [...]}`` of per-level RetinaNet maps — losses and
+    boxes come from :meth:`detector`.
+    """
+
+    def __init__(
+        self,
+        tasks: str | Iterable[str | TaskSpec],
+        sharing: str = "hard",
+        in_channels: int = 1,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        num_res_units: int = 1,
+        kernel_size: int = 3,
+        norm: str | tuple = DEFAULT_NORM,
+        act: str | tuple = DEFAULT_ACT,
+        dropout: float = 0.0,
+        soft_penalty: float = 1e-3,
+        shared_stages: int = 2,
+        cross_stitch_per_channel: bool = True,
+        hidden_channels: int = 128,
+        fpn_channels: int = 64,
+        fpn_levels: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        specs = resolve_task_specs(tasks)
+        self.task_specs: dict[str, TaskSpec] = {s.name: s for s in specs}
+        self.sharing = sharing
+        encoder_kwargs = {
+            "in_channels": in_channels,
+            "channels": tuple(channels),
+            "num_res_units": num_res_units,
+            "kernel_size": kernel_size,
+            "norm": norm,
+            "act": act,
+            "dropout": dropout,
+        }
+        self.trunk = build_trunk(
+            sharing, list(self.task_specs), encoder_kwargs, soft_penalty, shared_stages, cross_stitch_per_channel
+        )
+        self.heads = nn.ModuleDict(
+            {
+                s.name: build_head(
+                    s, self.trunk.out_channels, norm, act, hidden_channels, dropout, fpn_channels, fpn_levels
+                )
+                for s in specs
+            }
+        )
+        # plain dict, not ModuleDict: a detector wraps a view of this net, registering it as a
+        # child here would make the module graph cyclic
+        self._detectors: dict[str, TaskDetector] = {}
+        #: modules frozen by ``apply_freeze`` whose norms must stay in eval mode (see :meth:`train`)
+        self.frozen_modules: list[nn.Module] = []
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Task names, in construction order."""
+        return tuple(self.task_specs)
+
+    @property
+    def size_divisible(self) -> int:
+        """Dense (segmentation) inputs need spatial sizes divisible by this (the encoder's total stride)."""
+        return self.trunk.size_divisible
+
+    def _task(self, task: str | None) -> TaskSpec:
+        if task is None:
+            if len(self.task_specs) == 1:
+                return next(iter(self.task_specs.values()))
+            raise ConfigError(f"this network has tasks {list(self.task_specs)}: name the task to run")
+        if task not in self.task_specs:
+            raise ConfigError(f"task {task!r} is not one of this network's tasks {list(self.task_specs)}")
+        return self.task_specs[task]
+
+    def forward(self, x: torch.Tensor, task: str | None = None) -> Any:
+        """Run task ``task`` (may be omitted for a single-task net) on ``x`` (B, C, *spatial).
+
+        Only the trunk parts used by ``task`` and head ``task`` take part in the graph.
+        """
+        spec = self._task(task)
+        dims = spatial_dims_of(x)
+        if dims != spec.spatial_dims:
+            raise ValueError(f"task {spec.name!r} is {spec.spatial_dims}D but got a {dims}D input {tuple(x.shape)}")
+        if spec.kind == "segmentation" and any(s % self.size_divisible for s in x.shape[2:]):
+            raise ValueError(
+                f"task {spec.name!r}: spatial size {tuple(x.shape[2:])} must be divisible by "
+                f"net.size_divisible={self.size_divisible} (pad with DivisiblePadd or use a sliding-window roi_size "
+                f"divisible by it)"
+            )
+        return self.heads[spec.name](self.trunk(x, spec.name))
+
+    def task_view(self, task: str) -> TaskView:
+        """A module running only ``task`` (for inferers, ``verify_net_in_out`` and detectors)."""
+        return TaskView(self, task)
+
+    def detector(self, task: str) -> TaskDetector:
+        """The ``RetinaNetDetector`` of detection task ``task``, created once and sharing this net's parameters.
+
+        Train mode: ``detector(images, targets)`` with targets ``[{box_key: (N, 2*dims) float,
+        label_key: (N,) long}]`` returns ``{"classification": loss, "box_regression": loss}``;
+        eval mode returns one ``{box_key, label_key, label_key + "_scores"}`` dict per image. The
+        keys are the task's ``label_keys`` (``"boxes"``, ``"box_labels"``). The detector follows
+        this net's train / eval mode. Configure it further with MONAI's ``set_*`` methods
+        (e.g. ``set_sliding_window_inferer``, ``set_box_selector_parameters``).
+        """
+        spec = self._task(task)
+        if spec.kind != "detection":
+            raise ConfigError(f"task {task!r} is a {spec.kind} task; only detection tasks have a detector")
+        if task not in self._detectors:
+            head = cast(RetinaNetHead, self.heads[task])
+            box_key, label_key = spec.label_keys
+            self._detectors[task] = build_detector(
+                self.task_view(task), head.make_anchor_generator(), box_key=box_key, label_key=label_key
+            )
+        return self._detectors[task]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Trunk parameters: everything below the heads (what gradient-based weighting manipulates).
+
+        hard: the encoder; mixed: shared stages, task branches and cross-stitch units (every
+        task's loss reaches all of them); soft: all task encoders (task ``t``'s loss reaches only
+        encoder ``t``, so per-task gradients there never overlap and gradient surgery is a no-op).
+        """
+        return list(self.trunk.parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters of head ``task``."""
+        return list(self.heads[self._task(task).name].parameters())
+
+    def sharing_penalty(self) -> torch.Tensor:
+        """0-dim tensor the trainer adds to the loss: the soft-sharing penalty, else 0."""
+        return self.trunk.penalty()
+
+    def train(self, mode: bool = True) -> MultiTaskNet:
+        """Set train / eval mode; modules frozen by ``apply_freeze`` stay in eval mode.
+
+        Frozen parts must not change, and a norm with running statistics (or a dropout) in train
+        mode would still update (or perturb) them.
+        """
+        super().train(mode)
+        for module in self.frozen_modules:
+            module.eval()
+        return self
+
+
+class TaskView(nn.Module):
+    """``net`` restricted to one task: ``view(x) == net(x, task)``, same parameters.
+
+    Carries the attributes MONAI's ``RetinaNetDetector`` reads from its network for detection
+    tasks (``spatial_dims``, ``num_classes``, ``num_anchors``, ``size_divisible``, ``cls_key``,
+    ``box_reg_key``); usable as a bundle's ``network_def`` (``verify_net_in_out`` calls ``net(x)``).
+    Its train / eval mode is the net's (``net.eval()`` puts every view in eval mode).
+
+    Args:
+        net: the multi-task network.
+        task: the task to run.
+    """
+
+    def __init__(self, net: MultiTaskNet, task: str):
+        super().__init__()
+        spec = net._task(task)
+        self.net = net
+        self.task = spec.name
+        self.spatial_dims = spec.spatial_dims
+        self.num_classes = spec.num_classes
+        head = net.heads[spec.name]
+        if isinstance(head, RetinaNetHead):
+            self.num_anchors = head.num_anchors
+            self.size_divisible = head.size_divisible
+            self.cls_key = head.cls_key
+            self.box_reg_key = head.box_reg_key
+        else:
+            self.size_divisible = net.size_divisible
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        """The wrapped net's mode: a view is in train mode exactly when its net is."""
+        return self.net.training if "net" in self._modules else True
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        # ``nn.Module.train`` sets this flag, then recurses into ``net``, which carries the mode
+        pass
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.net(x, self.task)

@@ -1,0 +1,263 @@
+"""Parameter-sharing modes: the trunk between the input and the task heads.
+
+Three trunks share one interface (:class:`SharingTrunk`), selected by name from
+:data:`SHARING_MODES` (the review's hard / soft / mixed parameter sharing):
+
+* ``hard`` (:class:`HardSharing`): one :class:`~medmtl.networks.encoder.SharedEncoder` for all
+  tasks. A forward for task ``t`` touches the encoder and head ``t`` only.
+* ``soft`` (:class:`SoftSharing`): one encoder per task, tied by an L2 penalty on the distance
+  between their parameters (Duong et al. 2015). The encoders start from identical weights, so the
+  penalty starts at 0 and measures how far training pulls them apart. A forward for task ``t``
+  runs encoder ``t`` only; the trainer adds :meth:`SharingTrunk.penalty` to the loss.
+* ``mixed`` (:class:`MixedSharing`): the first ``shared_stages`` stages are shared; each later
+  stage exists once per task and the task branches are joined after every such stage by a
+  :class:`CrossStitch` unit (Misra et al. 2016, https://arxiv.org/abs/1604.03539). Batches carry
+  one task, but task ``t``'s features after a cross-stitch are a mix of *every* branch, so a
+  forward for task ``t`` runs all task branches on the same input, mixes them, and keeps branch
+  ``t`` at the last stage. The task-specific part therefore costs ``T`` times a single branch
+  (``T`` tasks) and every branch receives gradient from every task's loss (through the mixing
+  weights). Its share of the compute is bounded by choosing ``shared_stages``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from medmtl.errors import ConfigError
+from medmtl.networks.encoder import DEFAULT_CHANNELS, SharedEncoder
+
+__all__ = ["SharingTrunk", "HardSharing", "SoftSharing", "MixedSharing", "CrossStitch", "SHARING_MODES", "build_trunk"]
+
+
+class SharingTrunk(nn.Module):
+    """Interface of the sharing modes.
+
+    Args:
+        tasks: task names, in order.
+        encoder_kwargs: :class:`~medmtl.networks.encoder.SharedEncoder` arguments.
+
+    Attributes:
+        tasks: the task names.
+        out_channels: channels of the pyramid levels returned by :meth:`forward`.
+        size_divisible: total stride of the pyramid.
+    """
+
+    def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any]):
+        super().__init__()
+        self.tasks = tuple(tasks)
+        self.out_channels: tuple[int, ...] = tuple(encoder_kwargs.get("channels", DEFAULT_CHANNELS))
+        self.num_stages: int = len(self.out_channels)
+        self.size_divisible: int = 2 ** (self.num_stages - 1)
+
+    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
+        """(B, C, *spatial) -> feature pyramid of task ``task`` (see ``SharedEncoder``)."""
+        raise NotImplementedError
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        """Every module that implements encoder stage ``index`` (one per encoder copy / branch)."""
+        raise NotImplementedError
+
+    def components(self) -> dict[str, nn.Module]:
+        """Named parts for parameter accounting."""
+        raise NotImplementedError
+
+    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
+        """How a ``SharedEncoder`` state dict maps onto this trunk: (where, module, its state dict)."""
+        raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor:
+        """Regulariser the trainer adds to the loss (0-dim); zero unless the mode ties parameters."""
+        return next(self.parameters()).new_zeros(())
+
+
+class HardSharing(SharingTrunk):
+    """One encoder for every task (see module docstring)."""
+
+    def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any]):
+        super().__init__(tasks, encoder_kwargs)
+        self.encoder = SharedEncoder(**encoder_kwargs)
+
+    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
+        return self.encoder(x)
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        return [self.encoder.stages[index]]
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
+
+    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
+        return [("encoder", self.encoder, state)]
+
+
+class SoftSharing(SharingTrunk):
+    """One encoder per task tied by ``weight * sum_{s<t} ||theta_s - theta_t||^2``.
+
+    Args:
+        tasks: task names.
+        encoder_kwargs: ``SharedEncoder`` arguments.
+        weight: coefficient of the penalty.
+    """
+
+    def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any], weight: float = 1e-3):
+        super().__init__(tasks, encoder_kwargs)
+        if weight < 0:
+            raise ConfigError(f"soft_penalty must be >= 0, got {weight}")
+        self.weight = float(weight)
+        first = SharedEncoder(**encoder_kwargs)
+        self.encoders = nn.ModuleDict({t: first if i == 0 else copy.deepcopy(first) for i, t in enumerate(self.tasks)})
+
+    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
+        return self.encoders[task](x)
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        return [enc.stages[index] for enc in self.encoders.values()]
+
+    def components(self) -> dict[str, nn.Module]:
+        return {f"encoder.{t}": enc for t, enc in self.encoders.items()}
+
+    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
+        return [(f"encoders.{t}", enc, state) for t, enc in self.encoders.items()]
+
+    def penalty(self) -> torch.Tensor:
+        """``weight * sum over task pairs of the squared L2 distance between their encoders``.
+
+        Summed pair by pair (``T (T - 1) / 2`` differences of small tensors) rather than through
+        the mean, so identical encoders give exactly 0.
+        """
+        total = super().penalty()
+        encoders = list(self.encoders.values())
+        if len(encoders) < 2 or self.weight == 0:
+            return total
+        for tied in zip(*(enc.parameters() for enc in encoders)):
+            for i, a in enumerate(tied):
+                for b in tied[i + 1 :]:
+                    total = total + (a - b).pow(2).sum()
+        return self.weight * total
+
+
+class CrossStitch(nn.Module):
+    """Cross-stitch unit: task ``t``'s output is ``sum_s alpha[t, s] * x_s``.
+
+    Args:
+        num_tasks: number of branches ``T``.
+        channels: channels of the branch features.
+        per_channel: one mixing matrix per channel, ``alpha`` of shape (T, T, C) (Misra et al.
+            also study this "channel-wise" variant); otherwise one scalar matrix, (T, T, 1).
+        self_weight: initial diagonal; off-diagonal entries start at ``(1 - self_weight) / (T - 1)``
+            so each output starts as a convex mix dominated by its own branch (identity for T = 1).
+
+    Shapes:
+        list of T tensors (B, C, *spatial) -> list of ``len(rows)`` tensors (B, C, *spatial).
+    """
+
+    def __init__(self, num_tasks: int, channels: int, per_channel: bool = True, self_weight: float = 0.9):
+        super().__init__()
+        off = (1.0 - self_weight) / (num_tasks - 1) if num_tasks > 1 else 0.0
+        diag = self_weight if num_tasks > 1 else 1.0
+        init = torch.full((num_tasks, num_tasks), off) + torch.eye(num_tasks) * (diag - off)
+        self.alpha = nn.Parameter(init[..., None].repeat(1, 1, channels if per_channel else 1))
+
+    def forward(self, features: Sequence[torch.Tensor], rows: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Mix ``features`` (one per branch); ``rows`` selects the outputs to compute (default all)."""
+        x = torch.stack(list(features))  # (T, B, C, *spatial)
+        alpha = self.alpha if rows is None else self.alpha[list(rows)]
+        alpha = alpha.expand(-1, -1, x.shape[2])
+        mixed = torch.einsum("tsc,sbcn->tbcn", alpha, x.flatten(3))
+        return list(mixed.reshape(mixed.shape[0], *x.shape[1:]).unbind(0))
+
+
+class MixedSharing(SharingTrunk):
+    """Shared early stages, per-task later stages joined by cross-stitch units.
+
+    Args:
+        tasks: task names.
+        encoder_kwargs: ``SharedEncoder`` arguments.
+        shared_stages: number of shared stages ``K`` (``1 <= K < len(channels)``).
+        per_channel: per-channel cross-stitch matrices (see :class:`CrossStitch`).
+        self_weight: initial diagonal of the cross-stitch matrices.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        encoder_kwargs: dict[str, Any],
+        shared_stages: int = 2,
+        per_channel: bool = True,
+        self_weight: float = 0.9,
+    ):
+        super().__init__(tasks, encoder_kwargs)
+        if not 1 <= shared_stages < self.num_stages:
+            raise ConfigError(
+                f"shared_stages must be in [1, {self.num_stages - 1}] for {self.num_stages} encoder stages, "
+                f"got {shared_stages}"
+            )
+        self.shared_stages = int(shared_stages)
+        self.shared = SharedEncoder(**encoder_kwargs, num_stages=self.shared_stages)
+        self.branches = nn.ModuleDict({t: self.shared.build_stages(self.shared_stages, self.num_stages) for t in self.tasks})
+        self.cross_stitch = nn.ModuleList(
+            CrossStitch(len(self.tasks), c, per_channel, self_weight) for c in self.out_channels[self.shared_stages :]
+        )
+
+    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
+        features = self.shared(x)
+        row = self.tasks.index(task)
+        hidden = [features[-1]] * len(self.tasks)
+        last = len(self.cross_stitch) - 1
+        for j, stitch in enumerate(self.cross_stitch):
+            outs = [self.branches[t][j](h) for t, h in zip(self.tasks, hidden)]
+            # every branch's mixed output feeds the next stage; at the last only task's row is used
+            hidden = stitch(outs, rows=[row] if j == last else None)
+            features.append(hidden[0] if j == last else hidden[row])
+        return features
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        if index < self.shared_stages:
+            return [self.shared.stages[index]]
+        j = index - self.shared_stages
+        return [branch[j] for branch in self.branches.values()] + [self.cross_stitch[j]]
+
+    def components(self) -> dict[str, nn.Module]:
+        parts: dict[str, nn.Module] = {"shared_stages": self.shared}
+        parts.update({f"branch.{t}": b for t, b in self.branches.items()})
+        parts["cross_stitch"] = self.cross_stitch
+        return parts
+
+    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
+        shared: dict[str, torch.Tensor] = {}
+        branch: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            match = re.match(r"stages\.(\d+)\.(.*)", key)
+            if match and int(match.group(1)) >= self.shared_stages:
+                branch[f"{int(match.group(1)) - self.shared_stages}.{match.group(2)}"] = value
+            else:
+                shared[key] = value
+        return [("shared", self.shared, shared)] + [(f"branches.{t}", b, branch) for t, b in self.branches.items()]
+
+
+#: Sharing mode name -> trunk class.
+SHARING_MODES: dict[str, type[SharingTrunk]] = {"hard": HardSharing, "soft": SoftSharing, "mixed": MixedSharing}
+
+
+def build_trunk(
+    sharing: str,
+    tasks: Sequence[str],
+    encoder_kwargs: dict[str, Any],
+    soft_penalty: float = 1e-3,
+    shared_stages: int = 2,
+    cross_stitch_per_channel: bool = True,
+) -> SharingTrunk:
+    """The trunk of sharing mode ``sharing`` (``ConfigError`` naming the known modes otherwise)."""
+    if sharing == "hard":
+        return HardSharing(tasks, encoder_kwargs)
+    if sharing == "soft":
+        return SoftSharing(tasks, encoder_kwargs, weight=soft_penalty)
+    if sharing == "mixed":
+        return MixedSharing(tasks, encoder_kwargs, shared_stages=shared_stages, per_channel=cross_stitch_per_channel)
+    raise ConfigError(f"unknown sharing mode {sharing!r}; expected one of {sorted(SHARING_MODES)}")
