@@ -40,9 +40,7 @@ def _seed() -> None:
 
 
 def _targets(batch: int) -> list[dict[str, torch.Tensor]]:
-    return [
-        {"boxes": torch.tensor([[10.0, 12.0, 30.0, 34.0]]), "box_labels": torch.tensor([0])} for _ in range(batch)
-    ]
+    return [{"boxes": torch.tensor([[10.0, 12.0, 30.0, 34.0]]), "box_labels": torch.tensor([0])} for _ in range(batch)]
 
 
 def _task_loss(net: MultiTaskNet, task: str) -> torch.Tensor:
@@ -66,10 +64,10 @@ def _task_loss(net: MultiTaskNet, task: str) -> torch.Tensor:
 def test_dims_conv_2d_equals_3d_conv_of_depth_constant_volume() -> None:
     conv = DimsConv(2, 3, kernel_size=3)
     image = torch.randn(1, 2, 9, 9)
-    volume = image.unsqueeze(2).expand(-1, -1, 7, -1, -1)
+    volume = image.unsqueeze(-1).expand(-1, -1, -1, -1, 7)  # (B, C, H, W, D), constant along D
     out3d = F.conv3d(volume, conv.weight, padding=1)
-    assert torch.allclose(conv(image), out3d[:, :, 3], atol=1e-5)
-    assert conv(volume.contiguous()).shape == (1, 3, 7, 9, 9)
+    assert torch.allclose(conv(image), out3d[..., 3], atol=1e-5)
+    assert conv(volume.contiguous()).shape == (1, 3, 9, 9, 7)
 
 
 def test_encoder_runs_2d_and_3d_with_the_same_parameters() -> None:
@@ -109,12 +107,34 @@ def test_batch_norm_keeps_separate_running_stats_per_dims() -> None:
 
 
 def test_benchmark_encoder_2d_reports_medians_and_ratio() -> None:
-    result = benchmark_encoder_2d(channels=(8, 16, 32, 64), batch_size=2, spatial_size=(96, 96), repeats=5, warmup=2)
+    result = benchmark_encoder_2d(
+        channels=(8, 16, 32, 64), batch_size=2, spatial_size=(96, 96), repeats=9, warmup=2, train=True
+    )
+    assert result["mode"] == "train" and result["input_shape"] == [2, 1, 96, 96]
     assert result["shared_2d_ms"] > 0 and result["plain_2d_ms"] > 0
     assert result["ratio"] == pytest.approx(result["shared_2d_ms"] / result["plain_2d_ms"])
-    # the target is <= 1.3 at realistic sizes (see report); this bound only catches a 2D path that
-    # pays for a third dimension (a depth-1 volume through k^3 kernels costs ~k times more)
-    assert result["ratio"] < 2.0
+    # the <= 1.3 target is checked by ``python -m medmtl.bench`` (timing belongs in the benchmark);
+    # here the structural reason for it: a 2D pass runs no 3D convolution at all
+
+
+def test_2d_pass_runs_no_3d_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    enc = SharedEncoder(1, channels=(4, 8, 16))
+    calls = {"conv2d": 0}
+    real_conv2d = torch.nn.functional.conv2d
+
+    def counting_conv2d(*args, **kwargs):
+        calls["conv2d"] += 1
+        return real_conv2d(*args, **kwargs)
+
+    def no_conv3d(*args, **kwargs):
+        raise AssertionError("a 2D input went through a 3D convolution")
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", counting_conv2d)
+    monkeypatch.setattr(torch.nn.functional, "conv3d", no_conv3d)
+    monkeypatch.setattr(torch, "conv3d", no_conv3d)
+    features = enc(torch.randn(2, 1, 32, 32))
+    assert [f.ndim for f in features] == [4, 4, 4]
+    assert calls["conv2d"] > 0
 
 
 # --- heads and MultiTaskNet ---------------------------------------------------------------------
@@ -131,6 +151,20 @@ def test_every_head_output_shape() -> None:
     # FPN over levels 1..3 (strides 2, 4, 8) of a 64 x 64 image, 3 anchors, 1 class, 4 box values
     assert [tuple(m.shape) for m in det["classification"]] == [(2, 3, 32, 32), (2, 3, 16, 16), (2, 3, 8, 8)]
     assert [tuple(m.shape) for m in det["box_regression"]] == [(2, 12, 32, 32), (2, 12, 16, 16), (2, 12, 8, 8)]
+
+
+def test_detection_head_and_detector_in_3d() -> None:
+    from medmtl.tasks import TaskSpec
+
+    det3d = TaskSpec("ct_det_test", "ct", 3, "detection", ("nodule",), (32, 32, 32))
+    net = MultiTaskNet([det3d, "cxr_findings"], **SMALL)
+    out = net(torch.randn(1, 1, 32, 32, 32), "ct_det_test")
+    assert [tuple(m.shape) for m in out["box_regression"]] == [(1, 18, 16, 16, 16), (1, 18, 8, 8, 8), (1, 18, 4, 4, 4)]
+    target = {"boxes": torch.tensor([[4.0, 5.0, 6.0, 14.0, 15.0, 16.0]]), "box_labels": torch.tensor([0])}
+    losses = net.detector("ct_det_test")(torch.randn(2, 1, 32, 32, 32), [target, target])
+    (losses["classification"] + losses["box_regression"]).backward()
+    assert all(p.grad is not None for p in net.task_parameters("ct_det_test"))
+    assert all(p.grad is None for p in net.task_parameters("cxr_findings"))
 
 
 def test_segmentation_head_works_in_2d_and_multilabel_probabilities_are_sigmoids() -> None:
@@ -193,7 +227,9 @@ def test_detector_is_built_once_shares_parameters_and_follows_net_mode() -> None
     assert {id(p) for p in det.parameters()} == {id(p) for p in net.parameters()}
     assert "detector" not in " ".join(net.state_dict())
     net.eval()
-    det.set_box_selector_parameters(score_thresh=0.0, topk_candidates_per_level=50, nms_thresh=0.5, detections_per_img=5)
+    det.set_box_selector_parameters(
+        score_thresh=0.0, topk_candidates_per_level=50, nms_thresh=0.5, detections_per_img=5
+    )
     with torch.no_grad():
         preds = det(torch.randn(INPUTS["mammo_mass_det"]))
     assert len(preds) == 2
@@ -205,6 +241,20 @@ def test_detector_is_built_once_shares_parameters_and_follows_net_mode() -> None
     net.train()
     losses = det(torch.randn(INPUTS["mammo_mass_det"]), _targets(2))
     assert set(losses) == {"classification", "box_regression"}
+
+
+def test_task_view_runs_one_task_and_follows_the_net_mode() -> None:
+    net = MultiTaskNet(TASK_NAMES, **SMALL)
+    view = net.task_view("cxr_findings")
+    x = torch.randn(INPUTS["cxr_findings"])
+    assert torch.equal(view(x), net(x, "cxr_findings"))
+    assert view.size_divisible == 8 and view.spatial_dims == 2 and view.num_classes == 3
+    net.eval()
+    assert not view.training
+    view.train()
+    assert net.training
+    single = MultiTaskNet(["nodule_malignancy"], **SMALL)
+    assert single(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2)
 
 
 # --- sharing modes ------------------------------------------------------------------------------

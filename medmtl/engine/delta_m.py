@@ -127,6 +127,9 @@ def load_baselines(
 ) -> dict[str, dict[str, float]]:
     """Single-task baselines from a JSON file ``{task: {metric: value}}``.
 
+    A ``metrics.json`` written by :class:`medmtl.engine.handlers.MetricsWriter` is accepted too
+    (its ``tasks`` entry is read), so a single-task run's evaluation output serves as a baseline.
+
     Args:
         path: the JSON file, e.g. ``{"ct_organ_seg": {"dice_mean": 0.91, "hd95_mean": 4.2}}``.
         required: tasks that must be present (with the summary keys of their registered
@@ -143,6 +146,8 @@ def load_baselines(
         raise ConfigError(f"{path}: baseline file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot read baselines as JSON: {e}") from e
+    if isinstance(data, dict) and isinstance(data.get("tasks"), dict) and "score" in data:
+        data = data["tasks"]  # a metrics.json of a (single-task) run, as MetricsWriter writes it
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: baselines must be a JSON object {{task: {{metric: value}}}}, got {type(data).__name__}"

@@ -3,6 +3,7 @@
 - :class:`RNGState`: the random number generators as an object with ``state_dict`` /
   ``load_state_dict``, so MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` save and restore
   them with the model (exact resume).
+- :class:`ProgressBar`: ignite's tqdm bar showing the weighted loss.
 - :class:`MetricsWriter`: writes the evaluator's per-task metrics (and Δm) to a JSON file,
   atomically, on rank 0 only. MONAI's ``MetricsSaver`` writes one CSV per metric; a single JSON
   with nested per-task results is what the experiment runner and users read.
@@ -23,7 +24,7 @@ from medmtl.engine.checkpoint import capture_rng_state, restore_rng_state
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["MetricsWriter", "RNGState", "write_json_atomic"]
+__all__ = ["MetricsWriter", "ProgressBar", "RNGState", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
@@ -88,3 +89,22 @@ class MetricsWriter:
             "tasks": tasks,
         }
         write_json_atomic(self.output_path, payload)
+
+
+class ProgressBar:
+    """A tqdm progress bar over an engine's iterations showing the weighted loss (ignite's ``ProgressBar``).
+
+    Args:
+        persist: keep the finished bar of each epoch on screen.
+    """
+
+    def __init__(self, persist: bool = False) -> None:
+        self.persist = persist
+
+    def attach(self, engine: Any) -> None:
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        def loss_only(output: Any) -> dict[str, float]:
+            return {"loss": float(output["loss"])} if isinstance(output, dict) and "loss" in output else {}
+
+        IgniteProgressBar(persist=self.persist).attach(engine, output_transform=loss_only)

@@ -129,6 +129,8 @@ class MultiTaskTrainer(Trainer):
                 f"weighting {weighting.name!r} needs every task's loss in each step: use the sampler mode 'all' "
                 f"(sampler mode is {mode!r})"
             )
+        if isinstance(network, torch.nn.parallel.DistributedDataParallel) and mode == "all":
+            raise ConfigError("distributed training runs one forward and one backward per step: use a one-task sampler mode, not 'all'")
         self._use_amp = bool(amp) and torch.device(device).type == "cuda"
         self._amp_dtype = torch.bfloat16 if self._use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self._epoch_losses: dict[str, list[float]] = defaultdict(list)

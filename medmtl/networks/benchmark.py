@@ -27,7 +27,11 @@ __all__ = ["plain_2d_twin", "benchmark_encoder_2d"]
 def _plain_2d(module: nn.Module, norm: str | tuple) -> nn.Module:
     if isinstance(module, DimsConv):
         conv = nn.Conv2d(
-            module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
             bias=module.bias is not None,
         )
         with torch.no_grad():

@@ -1,8 +1,9 @@
 """Building blocks that run the same parameters on 2D and 3D inputs.
 
 Every block here stores 3D parameters and dispatches on the input's rank at call time:
-(B, C, D, H, W) runs the 3D operator, (B, C, H, W) runs the 2D operator on parameters derived
-from the 3D ones, so a 2D pass costs what a plain 2D network of the same widths costs.
+(B, C, H, W, D) (MONAI's channel-first layout) runs the 3D operator, (B, C, H, W) runs the 2D
+operator on parameters derived from the 3D ones, so a 2D pass costs what a plain 2D network of
+the same widths costs.
 
 * :class:`DimsConv` keeps a (k x k x k) kernel; for 2D inputs it sums the kernel over its depth
   axis and calls ``conv2d``. Summing is exact for a depth-constant volume: ``conv3d`` of an image
@@ -10,7 +11,7 @@ from the 3D ones, so a 2D pass costs what a plain 2D network of the same widths 
   depth-summed kernel. A 2D image is therefore treated as a "boring" volume, the inverse of I3D's
   2D-to-3D kernel inflation (Carreira & Zisserman, 2017, https://arxiv.org/abs/1705.07750).
 * :class:`DimsNorm` builds the 3D norm with MONAI's ``get_norm_layer``; a 2D input is viewed as a
-  depth-1 volume for it (a free ``unsqueeze``; instance, group and batch statistics over (1, H, W)
+  depth-1 volume for it (a free ``unsqueeze``; instance, group and batch statistics over (H, W, 1)
   are those over (H, W)). Norms with running statistics (batch norm) get a second module for 2D
   with its own running statistics and the *same* affine parameters, so 2D and 3D statistics never
   mix.
@@ -25,17 +26,21 @@ import torch.nn.functional as F
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
-__all__ = ["DimsConv", "DimsNorm", "ConvNormAct", "ResidualBlock", "spatial_dims_of"]
+__all__ = ["DEFAULT_NORM", "DEFAULT_ACT", "DimsConv", "DimsNorm", "ConvNormAct", "ResidualBlock", "spatial_dims_of"]
+
+#: Instance norm (no running statistics, so nothing mixes between 2D and 3D batches), as nnU-Net.
+DEFAULT_NORM: tuple = ("instance", {"affine": True})
+DEFAULT_ACT: tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
 
 
 def spatial_dims_of(x: torch.Tensor) -> int:
-    """Spatial dims of a channel-first batch: 2 for (B, C, H, W), 3 for (B, C, D, H, W).
+    """Spatial dims of a channel-first batch: 2 for (B, C, H, W), 3 for (B, C, H, W, D).
 
     Raises:
         ValueError: for any other rank.
     """
     if x.ndim not in (4, 5):
-        raise ValueError(f"expected a (B, C, H, W) or (B, C, D, H, W) tensor, got shape {tuple(x.shape)}")
+        raise ValueError(f"expected a (B, C, H, W) or (B, C, H, W, D) tensor, got shape {tuple(x.shape)}")
     return x.ndim - 2
 
 
@@ -51,7 +56,7 @@ class DimsConv(nn.Module):
             norm whose shift makes a bias redundant).
 
     Shapes:
-        (B, in, D, H, W) -> (B, out, D/s, H/s, W/s) with ``conv3d``;
+        (B, in, H, W, D) -> (B, out, H/s, W/s, D/s) with ``conv3d``;
         (B, in, H, W) -> (B, out, H/s, W/s) with ``conv2d`` on the depth-summed kernel.
     """
 
@@ -77,7 +82,7 @@ class DimsConv(nn.Module):
 
     def weight_2d(self) -> torch.Tensor:
         """The (out, in, k, k) kernel a 2D input is convolved with (the depth-summed 3D kernel)."""
-        return self.weight.sum(dim=2)
+        return self.weight.sum(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if spatial_dims_of(x) == 3:
@@ -123,7 +128,7 @@ class DimsNorm(nn.Module):
             return self.norm(x)
         if self.norm_2d is not None:
             return self.norm_2d(x)
-        return self.norm(x.unsqueeze(2)).squeeze(2)
+        return self.norm(x.unsqueeze(-1)).squeeze(-1)
 
 
 class ConvNormAct(nn.Sequential):
@@ -146,8 +151,8 @@ class ConvNormAct(nn.Sequential):
         out_channels: int,
         kernel_size: int = 3,
         stride: int = 1,
-        norm: str | tuple = ("instance", {"affine": True}),
-        act: str | tuple | None = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        norm: str | tuple = DEFAULT_NORM,
+        act: str | tuple | None = DEFAULT_ACT,
         dropout: float = 0.0,
     ):
         layers: list[nn.Module] = [
@@ -179,8 +184,8 @@ class ResidualBlock(nn.Module):
         self,
         channels: int,
         kernel_size: int = 3,
-        norm: str | tuple = ("instance", {"affine": True}),
-        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        norm: str | tuple = DEFAULT_NORM,
+        act: str | tuple = DEFAULT_ACT,
         dropout: float = 0.0,
     ):
         super().__init__()
@@ -190,4 +195,3 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.conv1(x)) + x)
-

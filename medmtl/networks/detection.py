@@ -55,8 +55,10 @@ class PyramidFPN(nn.Module):
     def __init__(self, spatial_dims: int, encoder_channels: Sequence[int], levels: Sequence[int], out_channels: int):
         super().__init__()
         self.levels = tuple(int(i) for i in levels)
-        if not self.levels or list(self.levels) != sorted(set(self.levels)) or not (
-            0 <= self.levels[0] and self.levels[-1] < len(encoder_channels)
+        if (
+            not self.levels
+            or list(self.levels) != sorted(set(self.levels))
+            or not (0 <= self.levels[0] and self.levels[-1] < len(encoder_channels))
         ):
             raise ValueError(f"fpn levels {levels} must be increasing indices of the {len(encoder_channels)} levels")
         self.out_channels = int(out_channels)
@@ -107,7 +109,9 @@ class RetinaNetHead(RetinaNet):
         if any(len(s) != spatial_dims for s in anchor_shapes):
             raise ValueError(f"base_anchor_shapes {anchor_shapes} must have {spatial_dims} values each")
         if fpn_channels % 8:
-            raise ValueError(f"fpn_channels must be a multiple of 8 (RetinaNet heads use GroupNorm(8)), got {fpn_channels}")
+            raise ValueError(
+                f"fpn_channels must be a multiple of 8 (RetinaNet heads use GroupNorm(8)), got {fpn_channels}"
+            )
         super().__init__(
             spatial_dims=spatial_dims,
             num_classes=num_classes,

@@ -20,12 +20,14 @@ a per-label sigmoid (multilabel) at prediction time, so the training losses take
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from medmtl.errors import ConfigError
+from medmtl.networks.blocks import DEFAULT_ACT, DEFAULT_NORM
 from medmtl.networks.detection import RetinaNetHead
 from medmtl.tasks import TaskSpec
 
@@ -56,8 +58,8 @@ class SegmentationDecoder(nn.Module):
         spatial_dims: int,
         encoder_channels: Sequence[int],
         num_classes: int,
-        norm: str | tuple = ("instance", {"affine": True}),
-        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        norm: str | tuple = DEFAULT_NORM,
+        act: str | tuple = DEFAULT_ACT,
     ):
         super().__init__()
         self.spatial_dims = spatial_dims
@@ -97,7 +99,7 @@ class ClassificationHead(nn.Module):
         in_channels: int,
         num_classes: int,
         hidden_channels: int = 128,
-        act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        act: str | tuple = DEFAULT_ACT,
         dropout: float = 0.0,
         multilabel: bool = False,
     ):
@@ -122,8 +124,8 @@ class ClassificationHead(nn.Module):
 def build_head(
     spec: TaskSpec,
     encoder_channels: Sequence[int],
-    norm: str | tuple = ("instance", {"affine": True}),
-    act: str | tuple = ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+    norm: str | tuple = DEFAULT_NORM,
+    act: str | tuple = DEFAULT_ACT,
     hidden_channels: int = 128,
     dropout: float = 0.0,
     fpn_channels: int = 64,

@@ -120,7 +120,7 @@ class MultiTaskNet(nn.Module):
         # plain dict, not ModuleDict: a detector wraps a view of this net, registering it as a
         # child here would make the module graph cyclic
         self._detectors: dict[str, TaskDetector] = {}
-        #: modules frozen by ``apply_freeze`` whose norms must stay in eval mode (see :meth:`train`)
+        #: modules frozen by ``apply_freeze``; they stay in eval mode (see :meth:`train`)
         self.frozen_modules: list[nn.Module] = []
 
     @property
@@ -171,7 +171,8 @@ class MultiTaskNet(nn.Module):
         eval mode returns one ``{box_key, label_key, label_key + "_scores"}`` dict per image. The
         keys are the task's ``label_keys`` (``"boxes"``, ``"box_labels"``). The detector follows
         this net's train / eval mode. Configure it further with MONAI's ``set_*`` methods
-        (e.g. ``set_sliding_window_inferer``, ``set_box_selector_parameters``).
+        (e.g. ``set_sliding_window_inferer``, ``set_box_selector_parameters``). Under DDP, build
+        one around the wrapper instead: ``build_detector(TaskView(ddp_net, task), ...)``.
         """
         spec = self._task(task)
         if spec.kind != "detection":
@@ -222,25 +223,30 @@ class TaskView(nn.Module):
     Its train / eval mode is the net's (``net.eval()`` puts every view in eval mode).
 
     Args:
-        net: the multi-task network.
+        net: the multi-task network, or a ``DistributedDataParallel`` / ``DataParallel`` wrapper of
+            it (calls then go through the wrapper, so gradients are synchronised; build a DDP
+            detector with ``build_detector(TaskView(ddp_net, task), ...)``).
         task: the task to run.
     """
 
-    def __init__(self, net: MultiTaskNet, task: str):
+    def __init__(self, net: nn.Module, task: str):
         super().__init__()
-        spec = net._task(task)
+        base = getattr(net, "module", net)
+        if not isinstance(base, MultiTaskNet):
+            raise TypeError(f"TaskView needs a MultiTaskNet (or a DDP / DataParallel of one), got {type(net).__name__}")
+        spec = base._task(task)
         self.net = net
         self.task = spec.name
         self.spatial_dims = spec.spatial_dims
         self.num_classes = spec.num_classes
-        head = net.heads[spec.name]
+        head = base.heads[spec.name]
         if isinstance(head, RetinaNetHead):
             self.num_anchors = head.num_anchors
             self.size_divisible = head.size_divisible
             self.cls_key = head.cls_key
             self.box_reg_key = head.box_reg_key
         else:
-            self.size_divisible = net.size_divisible
+            self.size_divisible = base.size_divisible
 
     @property
     def training(self) -> bool:  # type: ignore[override]

@@ -200,7 +200,9 @@ class MixedSharing(SharingTrunk):
             )
         self.shared_stages = int(shared_stages)
         self.shared = SharedEncoder(**encoder_kwargs, num_stages=self.shared_stages)
-        self.branches = nn.ModuleDict({t: self.shared.build_stages(self.shared_stages, self.num_stages) for t in self.tasks})
+        self.branches = nn.ModuleDict(
+            {t: self.shared.build_stages(self.shared_stages, self.num_stages) for t in self.tasks}
+        )
         self.cross_stitch = nn.ModuleList(
             CrossStitch(len(self.tasks), c, per_channel, self_weight) for c in self.out_channels[self.shared_stages :]
         )

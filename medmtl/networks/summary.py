@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return report
     width = max(len(k) for k in summary) + 2
-    lines = [f"{args.sharing} sharing, tasks: {', '.join(report['tasks'])}", f"{'component':<{width}}{'parameters':>12}"]
+    lines = [
+        f"{args.sharing} sharing, tasks: {', '.join(report['tasks'])}",
+        f"{'component':<{width}}{'parameters':>12}",
+    ]
     lines += [f"{name:<{width}}{count:>12,}" for name, count in summary.items()]
     lines.append(f"{'single-task nets':<{width}}{single:>12,}")
     lines.append(f"parameter ratio (multi-task / single-task nets): {report['parameter_ratio']:.3f}")

@@ -22,7 +22,8 @@ or::
 Modules: :mod:`.presets` (sizes), :mod:`.procedural` (resolution-independent noise and warps),
 :mod:`.lesion` (lesion shapes, malignancy rule), :mod:`.phantom` (3D torso), :mod:`.ct`,
 :mod:`.cxr`, :mod:`.mammo` (one modality each), :mod:`.writers` (deterministic file formats),
-:mod:`.splits` (stratified sections), :mod:`.generate` (the folder and its datalist).
+:mod:`.design` (which sample gets which finding), :mod:`.splits` (stratified sections),
+:mod:`.generate` (the folder and its datalist).
 """
 
 from __future__ import annotations

@@ -26,11 +26,19 @@ def _parser() -> argparse.ArgumentParser:
             f"Presets - {sizes}."
         ),
     )
-    parser.add_argument("--out", required=True, help="output folder (created; must be empty or a previous synthetic output)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (created; must be empty or a previous synthetic output)"
+    )
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="size preset (default: tiny)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give byte-identical files (default: 0)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder that is not a previous synthetic output")
-    parser.add_argument("--workers", type=int, default=1, help="generator processes; the output does not depend on it (default: 1)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give byte-identical files (default: 0)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty folder that is not a previous synthetic output"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="generator processes; the output does not depend on it (default: 1)"
+    )
     return parser
 
 
@@ -39,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        datalist = generate(args.out, preset=args.preset, seed=args.seed, overwrite=args.overwrite, workers=args.workers)
+        datalist = generate(
+            args.out, preset=args.preset, seed=args.seed, overwrite=args.overwrite, workers=args.workers
+        )
     except MedMTLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

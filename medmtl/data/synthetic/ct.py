@@ -14,8 +14,21 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from medmtl.data.synthetic.lesion import LABEL_NOISE, Lesion, make_lesion, malignancy_logit, sample_nodule_features
-from medmtl.data.synthetic.phantom import Anatomy, Findings, Grid, render, sample_anatomy, sample_lung_point
+from medmtl.data.synthetic.lesion import (
+    LABEL_NOISE,
+    Lesion,
+    make_lesion,
+    malignancy_logit,
+    sample_nodule_features,
+)
+from medmtl.data.synthetic.phantom import (
+    Anatomy,
+    Findings,
+    Grid,
+    render,
+    sample_anatomy,
+    sample_lung_point,
+)
 from medmtl.data.synthetic.presets import Preset
 
 __all__ = ["CTCase", "NodulePatch", "make_ct_case", "make_nodule_patch"]
@@ -85,7 +98,11 @@ def make_ct_case(rng: np.random.Generator, preset: Preset) -> CTCase:
     spacing = (_sixteenth(base[0] * rng.uniform(0.94, 1.06)),) * 2 + (float(base[2]),)
     nx, ny, nz = preset.ct_shape
     jitter = max(1, nx // 24)
-    shape = (nx + int(rng.integers(-jitter, jitter + 1)), ny + int(rng.integers(-jitter, jitter + 1)), nz + int(rng.integers(-jitter, jitter + 1)))
+    shape = (
+        nx + int(rng.integers(-jitter, jitter + 1)),
+        ny + int(rng.integers(-jitter, jitter + 1)),
+        nz + int(rng.integers(-jitter, jitter + 1)),
+    )
     # Field of view: centred on the body (up to a table / centring offset), top slice just above
     # the lung apices so that every case holds the lungs, liver, spleen and kidneys.
     top = anat.lung_apex + rng.uniform(0.0, 20.0)

@@ -8,7 +8,8 @@ logarithmic detector response with a soft shoulder, bone and mediastinum bright,
 locally contrast-enhanced (unsharp mask, as clinical processing does), blurred by the detector
 and given signal-dependent quantum noise.
 
-Findings, each drawn independently, give the multi-hot label ``[nodule, pneumothorax, effusion]``:
+Findings (chosen by the caller, see :mod:`.design`) give the multi-hot label
+``[nodule, pneumothorax, effusion]``:
 
 * nodule: 1-3 solid, part-solid or calcified nodules of 8-30 mm (the shared lesion model);
 * pneumothorax: one lung collapsed towards its hilum to 70-90% of its size, leaving an air rim
@@ -22,17 +23,28 @@ patient's right to left (the patient's right is on the viewer's left).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
-from medmtl.data.synthetic.lesion import LesionFeatures, make_lesion, sample_nodule_features
-from medmtl.data.synthetic.phantom import Findings, Grid, render, sample_anatomy, sample_lung_point
+from medmtl.data.synthetic.lesion import (
+    LesionFeatures,
+    make_lesion,
+    sample_nodule_features,
+)
+from medmtl.data.synthetic.phantom import (
+    Findings,
+    Grid,
+    render,
+    sample_anatomy,
+    sample_lung_point,
+)
 from medmtl.data.synthetic.presets import Preset
 
-__all__ = ["CXRSample", "FIELD_OF_VIEW_MM", "make_cxr"]
+__all__ = ["FIELD_OF_VIEW_MM", "CXRSample", "make_cxr"]
 
 #: Width of the detector area kept in the image, in mm.
 FIELD_OF_VIEW_MM = 400.0
@@ -63,10 +75,16 @@ def _visible_nodule_features(rng: np.random.Generator) -> LesionFeatures:
     return LesionFeatures(max(f.diameter, 8.0) * 1.2, f.spiculation, f.lobulation, density)
 
 
-def make_cxr(rng: np.random.Generator, preset: Preset) -> CXRSample:
-    """A random PA chest radiograph with its findings."""
+def make_cxr(rng: np.random.Generator, preset: Preset, findings: Sequence[bool]) -> CXRSample:
+    """A random PA chest radiograph.
+
+    Args:
+        rng: random generator of this sample.
+        preset: image size.
+        findings: whether to add ``[nodule, pneumothorax, effusion]`` (the label).
+    """
     anat = sample_anatomy(rng)
-    has_nodule, has_ptx, has_effusion = (bool(rng.random() < p) for p in (0.35, 0.3, 0.3))
+    has_nodule, has_ptx, has_effusion = (bool(f) for f in findings)
     nodules, nodule_meta = [], []
     if has_nodule:
         for _ in range(int(rng.integers(1, 4))):
@@ -86,17 +104,23 @@ def make_cxr(rng: np.random.Generator, preset: Preset) -> CXRSample:
     # plane except at edges that the detector blur softens anyway, and it halves the cost of
     # the large preset.
     render_cols = min(cols, int(np.ceil(FIELD_OF_VIEW_MM / 2.0)))
-    render_rows = int(round(rows * render_cols / cols))
+    render_rows = round(rows * render_cols / cols)
     step = FIELD_OF_VIEW_MM / render_cols
     top = anat.lung_apex + rng.uniform(20.0, 50.0)
     depth = 2.0 * anat.b + 10.0
     ap_step = depth / preset.cxr_ap_samples
     grid = Grid(
-        origin=(-FIELD_OF_VIEW_MM / 2 + step / 2 + rng.uniform(-15.0, 15.0), -depth / 2 + ap_step / 2, top - (render_rows - 0.5) * step),
+        origin=(
+            -FIELD_OF_VIEW_MM / 2 + step / 2 + rng.uniform(-15.0, 15.0),
+            -depth / 2 + ap_step / 2,
+            top - (render_rows - 0.5) * step,
+        ),
         spacing=(step, ap_step, step),
         shape=(render_cols, preset.cxr_ap_samples, render_rows),
     )
-    hu, _ = render(anat, grid, Findings(nodules=tuple(nodules), effusion=effusion, pneumothorax=pneumothorax), upright=True)
+    hu, _ = render(
+        anat, grid, Findings(nodules=tuple(nodules), effusion=effusion, pneumothorax=pneumothorax), upright=True
+    )
     thickness_cm = np.maximum(1.0 + hu / 1000.0, 0.0).sum(axis=1) * np.float32(ap_step / 10.0)
     # (x, z) -> (rows = head to feet, columns = patient's right to left).
     image = thickness_cm[:, ::-1].T

@@ -1,8 +1,9 @@
 """Write the synthetic benchmark: image files, ``datalist.json``, ``synthetic.json``, ``README.txt``.
 
 Every sample draws from its own random stream, ``numpy.random.default_rng([seed, task, index])``,
-so a sample depends only on the seed, its task and its index (not on the other samples, the
-number of workers or, apart from image size, the preset). Files are written by the deterministic
+and its findings come from the permuted-block design of :mod:`.design`, so a sample depends only
+on the seed, its task and its index (not on the other samples, the number of workers or, apart
+from image size, the preset). Files are written by the deterministic
 writers of :mod:`.writers`, so the same seed and preset give byte-identical output.
 
 Output folder layout::
@@ -41,10 +42,16 @@ from tqdm.auto import tqdm
 
 from medmtl.data.synthetic.ct import make_ct_case, make_nodule_patch
 from medmtl.data.synthetic.cxr import make_cxr
+from medmtl.data.synthetic.design import block_design
 from medmtl.data.synthetic.mammo import PATIENT_ORIENTATION, make_mammogram
 from medmtl.data.synthetic.presets import Preset, get_preset
 from medmtl.data.synthetic.splits import SECTIONS, assign_sections
-from medmtl.data.synthetic.writers import write_ct_series, write_nifti, write_png, write_projection_dicom
+from medmtl.data.synthetic.writers import (
+    write_ct_series,
+    write_nifti,
+    write_png,
+    write_projection_dicom,
+)
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
 
@@ -61,6 +68,8 @@ _FORMAT_VERSION = 1
 # Stable per-task stream ids (never reorder: they are part of what a seed means).
 _TASK_STREAM = {"ct_organ_seg": 1, "nodule_malignancy": 2, "cxr_findings": 3, "mammo_mass_det": 4}
 _CXR_FORMATS = ("png8", "dx", "png16", "cr")
+_CXR_RATES = (0.35, 0.3, 0.3)  # nodule, pneumothorax, effusion
+_MAMMO_NEGATIVE_RATE = 0.35
 _VIEW_CODES = {"CC": ("399162004", "cranio-caudal"), "MLO": ("399368009", "medio-lateral oblique")}
 
 
@@ -96,7 +105,14 @@ def _ct_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
         files = [f"{image}/IM{k:04d}.dcm" for k in range(1, case.hu.shape[2] + 1)]
     label = f"ct/{cid}_seg.nii.gz"
     write_nifti(out / label, case.label, origin, spacing)
-    meta = {"id": cid, "format": fmt, "shape": list(case.grid.shape), "spacing_mm": list(spacing), "origin_lps_mm": list(origin), **case.meta}
+    meta = {
+        "id": cid,
+        "format": fmt,
+        "shape": list(case.grid.shape),
+        "spacing_mm": list(spacing),
+        "origin_lps_mm": list(origin),
+        **case.meta,
+    }
     entry = {"task": task, "id": cid, "image": image, "label": label}
     return _Sample(task, index, entry, frozenset({fmt}), meta, files + [label])
 
@@ -115,7 +131,8 @@ def _nodule_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
 
 def _cxr_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
     task = "cxr_findings"
-    cxr = make_cxr(_rng(seed, task, index), preset)
+    findings = block_design(seed, _TASK_STREAM[task], index, _CXR_RATES)
+    cxr = make_cxr(_rng(seed, task, index), preset, findings)
     xid = f"cxr_{index:03d}"
     fmt = _CXR_FORMATS[index % len(_CXR_FORMATS)]
     (out / "cxr").mkdir(parents=True, exist_ok=True)
@@ -132,12 +149,26 @@ def _cxr_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
         if photometric == "MONOCHROME1":
             # MONOCHROME1: the minimum stored value is displayed white.
             stored = 4095 - stored
-        tags = {"BodyPartExamined": "CHEST", "ViewPosition": "PA", "PatientOrientation": ["L", "F"], "SeriesDescription": "PA chest"}
+        tags = {
+            "BodyPartExamined": "CHEST",
+            "ViewPosition": "PA",
+            "PatientOrientation": ["L", "F"],
+            "SeriesDescription": "PA chest",
+        }
         if fmt == "dx":
             tags.update(PresentationIntentType="FOR PRESENTATION", ImageLaterality="U")
         sop_class = ComputedRadiographyImageStorage if fmt == "cr" else DigitalXRayImageStorageForPresentation
         write_projection_dicom(
-            out / image, stored, sop_class, fmt.upper(), photometric, 12, cxr.pixel_spacing, (seed, task, index), f"SYN{seed}-CXR{index:03d}", tags
+            out / image,
+            stored,
+            sop_class,
+            fmt.upper(),
+            photometric,
+            12,
+            cxr.pixel_spacing,
+            (seed, task, index),
+            f"SYN{seed}-CXR{index:03d}",
+            tags,
         )
     names = get_task(task).class_names
     keys = frozenset(n for n, v in zip(names, cxr.label) if v) or frozenset({"normal"})
@@ -152,7 +183,8 @@ def _mammo_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
     # samples (the tiny preset's training section then holds each of them).
     laterality = "LR"[(index // 2) % 2]
     view = ("CC", "MLO")[(index // 4) % 2]
-    mg = make_mammogram(_rng(seed, task, index), preset, laterality, view)
+    (negative,) = block_design(seed, _TASK_STREAM[task], index, (_MAMMO_NEGATIVE_RATE,))
+    mg = make_mammogram(_rng(seed, task, index), preset, laterality, view, has_mass=not negative)
     mid = f"mg_{index:03d}"
     (out / "mammo").mkdir(parents=True, exist_ok=True)
     if index % 2 == 0:
@@ -242,9 +274,9 @@ def _check_output_dir(out: Path, overwrite: bool) -> list[str]:
         return [f for f in previous.get("files", []) if isinstance(f, str)]
     if not overwrite:
         raise ConfigError(
-            f"{out}: folder is not empty and is not a medmtl synthetic output (no {MANIFEST} written by {GENERATOR}); "
-            "choose an empty folder or pass overwrite=True (--overwrite) to write into it anyway (existing files are kept "
-            "unless they have the name of a generated file)"
+            f"{out}: folder is not empty and is not a medmtl synthetic output (no {MANIFEST} written by "
+            f"{GENERATOR}); choose an empty folder or pass overwrite=True (--overwrite) to write into it anyway "
+            "(existing files are kept unless they have the name of a generated file)"
         )
     return []
 
@@ -271,29 +303,37 @@ def _preprocessing(preset: Preset) -> dict[str, Any]:
             "orientation": "RAS",
             "spacing_mm": list(preset.ct_spacing),
             "hu_window": [-1000, 500],
-            "note": "volumes differ slightly in size and spacing; resample to spacing_mm, then pad/crop to the patch size",
+            "note": "volumes differ slightly in size and spacing: resample to spacing_mm, then pad/crop",
         },
-        "nodule_malignancy": {"spacing_mm": [1.0, 1.0, 1.0], "hu_window": [-1000, 400], "center_crop": list(get_task("nodule_malignancy").patch_size)},
+        "nodule_malignancy": {
+            "spacing_mm": [1.0, 1.0, 1.0],
+            "hu_window": [-1000, 400],
+            "center_crop": list(get_task("nodule_malignancy").patch_size),
+        },
         "cxr_findings": {
             "spatial_size": list(preset.cxr_size),
             "intensity": "scale stored values to [0, 1]; invert MONOCHROME1 so that bone is bright",
         },
         "mammo_mass_det": {
             "spatial_size": list(preset.mammo_size),
-            "laterality": "L breasts lie against the left image edge, R breasts against the right edge; flip R images to put every chest wall on the left",
+            "laterality": "L breasts lie against the left image edge, R breasts against the right edge; "
+            "flip R images to put every chest wall on the left",
         },
     }
 
 
 _CONVENTIONS = {
     "ct_coordinates": "LPS patient coordinates in mm (DICOM); NIfTI files store the equivalent RAS affine",
-    "ct_dicom_series": "one file per slice, IM0001.dcm is the most superior slice: file order is the reverse of increasing z; sort by ImagePositionPatient",
+    "ct_dicom_series": "one file per slice; IM0001.dcm is the most superior slice, so file order is the reverse of "
+    "increasing z: sort by ImagePositionPatient",
     "ct_dicom_values": "uint16 stored = HU + 1024, RescaleSlope 1, RescaleIntercept -1024",
     "ct_mask_labels": dict(enumerate(get_task("ct_organ_seg").class_names)),
     "cxr_orientation": "PA view; rows head to feet; columns from the patient's right to left",
-    "mammo_orientation": "L breast against the left image edge, R breast against the right edge (DICOM PatientOrientation A\\R, P\\L, A\\FR, P\\FL)",
+    "mammo_orientation": "L breast against the left image edge, R breast against the right edge "
+    "(DICOM PatientOrientation A\\R, P\\L, A\\FR, P\\FL)",
     "boxes": "xyxy pixel coordinates, x = column, y = row, pixel-edge convention (x2, y2 exclusive)",
-    "nodule_label": "malignant when 2.2 log2(d/12mm) + 2.5 spiculation + 1.2 lobulation + density_risk - 0.8 > 0, then flipped with probability 0.1",
+    "nodule_label": "malignant when 2.2 log2(d/12mm) + 2.5 spiculation + 1.2 lobulation + density_risk - 0.8 > 0, "
+    "then flipped with probability 0.1",
 }
 
 
@@ -324,7 +364,9 @@ def _samples(jobs: list[tuple[str, Path, Preset, int, int]], workers: int) -> It
         yield from pool.map(_run_job, jobs, chunksize=1)
 
 
-def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = False, workers: int = 1) -> Path:
+def generate(
+    out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = False, workers: int = 1
+) -> Path:
     """Generate the synthetic multi-task benchmark into ``out_dir``.
 
     Args:
@@ -368,14 +410,18 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, ov
     ground_truth: dict[str, list[dict[str, Any]]] = {}
     files = ["README.txt", "datalist.json", MANIFEST]
     for task, samples in by_task.items():
-        validation_keys = frozenset(get_task(task).class_names) if get_task(task).kind == "classification" else frozenset()
+        validation_keys = (
+            frozenset(get_task(task).class_names) if get_task(task).kind == "classification" else frozenset()
+        )
         split_rng = np.random.default_rng([seed, _TASK_STREAM[task], 2**31])
         sections = assign_sections([s.keys for s in samples], split_rng, validation_keys=validation_keys)
         counts[task] = {s: sections.count(s) for s in SECTIONS}
         for sample, section in zip(samples, sections):
             datalist[section].append(sample.entry)
             files.extend(sample.files)
-        ground_truth[task] = [{"section": section, "image": s.entry["image"], **s.meta} for s, section in zip(samples, sections)]
+        ground_truth[task] = [
+            {"section": section, "image": s.entry["image"], **s.meta} for s, section in zip(samples, sections)
+        ]
 
     manifest = {
         "generator": GENERATOR,

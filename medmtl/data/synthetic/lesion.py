@@ -38,8 +38,8 @@ __all__ = [
     "LABEL_NOISE",
     "Lesion",
     "LesionFeatures",
-    "malignancy_logit",
     "make_lesion",
+    "malignancy_logit",
     "sample_mass_features",
     "sample_nodule_features",
 ]
@@ -145,7 +145,10 @@ class Lesion:
 
     def _local(self, coords: tuple[np.ndarray, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
         rel = [c - np.float32(c0) for c, c0 in zip(coords, self.center)]
-        q = [sum(np.float32(self.rotation[j, i]) * rel[j] for j in range(self.dims)) / np.float32(self.axes[i]) for i in range(self.dims)]
+        q = [
+            sum(np.float32(self.rotation[j, i]) * rel[j] for j in range(self.dims)) / np.float32(self.axes[i])
+            for i in range(self.dims)
+        ]
         r = np.sqrt(sum(qi * qi for qi in q)) + np.float32(1e-6)
         return r, [qi / r for qi in q]
 
@@ -192,7 +195,7 @@ def make_lesion(rng: np.random.Generator, features: LesionFeatures, center: np.n
     axes = elong / np.exp(np.log(elong).mean())
     n_lobes = int(rng.integers(3, 7))
     lobe_amps = features.lobulation * rng.uniform(0.15, 0.45, size=n_lobes)
-    n_spikes = int(round(features.spiculation * (18 if dims == 3 else 12)))
+    n_spikes = round(features.spiculation * (18 if dims == 3 else 12))
     spike_lengths = features.spiculation * rng.uniform(0.8, 2.2, size=n_spikes)
     spike_powers = rng.uniform(40.0, 100.0, size=n_spikes) if dims == 3 else rng.uniform(30.0, 80.0, size=n_spikes)
     edge = {"ground_glass": 1.6, "part_solid": 1.2}.get(features.density, 0.6)

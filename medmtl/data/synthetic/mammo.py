@@ -15,7 +15,7 @@ Model, in mm (pixel size = 240 mm / rows):
 * parenchyma: fibroglandular tissue where smooth two-scale noise (~8 mm and ~1.5 mm) exceeds a
   per-patient density threshold (fatty to extremely dense), denser centrally;
 * MLO views add the pectoral muscle, a bright triangle in the upper chest-wall corner;
-* masses (0-2 per image): the shared lesion model of :mod:`.lesion` in 2D (round, oval,
+* masses (none, one or two per image): the shared lesion model of :mod:`.lesion` in 2D (round, oval,
   lobulated or spiculated), drawn with a projected-thickness profile; their boxes bound the mass
   body (occupancy > 0.5 without spicules; pixel edges, ``xyxy``, ``x`` = column);
 * distractors: clusters of small bright calcifications, which are not masses.
@@ -33,7 +33,7 @@ from medmtl.data.synthetic.lesion import make_lesion, sample_mass_features
 from medmtl.data.synthetic.presets import Preset
 from medmtl.data.synthetic.procedural import PlaneWaveNoise
 
-__all__ = ["MammoSample", "PATIENT_ORIENTATION", "IMAGE_HEIGHT_MM", "make_mammogram"]
+__all__ = ["IMAGE_HEIGHT_MM", "PATIENT_ORIENTATION", "MammoSample", "make_mammogram"]
 
 #: Physical height of the image (rows direction), in mm.
 IMAGE_HEIGHT_MM = 240.0
@@ -75,8 +75,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: fl
     return noise / np.float32(max(float(noise.std()), 1e-6))
 
 
-def make_mammogram(rng: np.random.Generator, preset: Preset, laterality: str, view: str) -> MammoSample:
-    """A random mammogram of the given laterality (``"L"``/``"R"``) and view (``"CC"``/``"MLO"``)."""
+def make_mammogram(rng: np.random.Generator, preset: Preset, laterality: str, view: str, has_mass: bool) -> MammoSample:
+    """A random mammogram.
+
+    Args:
+        rng: random generator of this sample.
+        preset: image size.
+        laterality: ``"L"`` or ``"R"``.
+        view: ``"CC"`` or ``"MLO"``.
+        has_mass: add one or two masses (otherwise a negative image, possibly with calcifications).
+    """
     rows, cols = preset.mammo_size
     spacing = IMAGE_HEIGHT_MM / rows
     # Canonical frame: u = distance from the chest wall, v = distance from the top edge (mm).
@@ -114,7 +122,7 @@ def make_mammogram(rng: np.random.Generator, preset: Preset, laterality: str, vi
     # Masses: inside the breast's full-thickness zone, outside the pectoral muscle.
     boxes: list[list[float]] = []
     masses_meta = []
-    n_masses = int(rng.choice(3, p=(0.35, 0.5, 0.15)))
+    n_masses = (1 + int(rng.random() < 0.25)) if has_mass else 0
     candidates = np.argwhere(breast & (rho < 0.75) & ~pectoral)
     for _ in range(n_masses):
         r, c = candidates[int(rng.integers(len(candidates)))]

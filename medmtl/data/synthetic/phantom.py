@@ -40,7 +40,7 @@ from medmtl.data.synthetic.lesion import Lesion
 from medmtl.data.synthetic.procedural import PlaneWaveNoise, SmoothWarp
 from medmtl.tasks import get_task
 
-__all__ = ["Anatomy", "Findings", "Grid", "LABELS", "render", "sample_anatomy", "sample_lung_point"]
+__all__ = ["LABELS", "Anatomy", "Findings", "Grid", "render", "sample_anatomy", "sample_lung_point"]
 
 #: Organ label values, taken from the task registry so that the masks follow its class order.
 LABELS: dict[str, int] = {name: i for i, name in enumerate(get_task("ct_organ_seg").class_names)}
@@ -72,7 +72,10 @@ class Grid:
 
     def axes(self) -> list[np.ndarray]:
         """The voxel-centre coordinates along x, y and z (three 1D float32 arrays)."""
-        return [np.float32(o) + np.float32(s) * np.arange(n, dtype=np.float32) for o, s, n in zip(self.origin, self.spacing, self.shape)]
+        return [
+            np.float32(o) + np.float32(s) * np.arange(n, dtype=np.float32)
+            for o, s, n in zip(self.origin, self.spacing, self.shape)
+        ]
 
     def coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sparse (broadcastable) coordinate arrays of shapes ``(nx,1,1)``, ``(1,ny,1)``, ``(1,1,nz)``."""
@@ -248,14 +251,19 @@ def _cavity(anat: Anatomy, side: str, x, y, z, inner_wall) -> np.ndarray:
     inside &= inner_wall
     inside &= _ellipsoid(x, y, z, anat.heart_center, anat.heart_axes) > 1.15
     # Mediastinum: a soft-tissue slab between the lungs from sternum to spine.
-    inside &= (x / np.float32(0.11 * anat.a)) ** 2 + ((y + np.float32(0.1 * anat.b)) / np.float32(0.95 * anat.b)) ** 2 > 1
+    inside &= (x / np.float32(0.11 * anat.a)) ** 2 + (
+        (y + np.float32(0.1 * anat.b)) / np.float32(0.95 * anat.b)
+    ) ** 2 > 1
     return inside
 
 
 def _inner_wall(anat: Anatomy, x, y, z, margin: float) -> np.ndarray:
     """Inside the body wall (skin, fat, muscle and ribs), ``margin`` mm inside the fat layer."""
     s = _neck_scale(anat, z)
-    return ((x / (s * np.float32(anat.a - anat.fat - margin))) ** 2 + (y / (s * np.float32(anat.b - anat.fat - margin))) ** 2) <= 1
+    return (
+        (x / (s * np.float32(anat.a - anat.fat - margin))) ** 2
+        + (y / (s * np.float32(anat.b - anat.fat - margin))) ** 2
+    ) <= 1
 
 
 def _capsule(x, y, z, p0, p1, radius: float) -> np.ndarray:
@@ -307,7 +315,9 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
     ar, br = anat.a - anat.fat - 6.0, anat.b - anat.fat - 6.0
     rho = np.sqrt((x / (s * np.float32(ar))) ** 2 + (y / (s * np.float32(br))) ** 2)
     ring = np.abs(rho - 1) * np.float32(0.5 * (ar + br)) < 4.5
-    phase = (z - np.float32(anat.rib_phase) + np.float32(anat.rib_tilt) * (-y / np.float32(anat.b))) / np.float32(anat.rib_period)
+    phase = (z - np.float32(anat.rib_phase) + np.float32(anat.rib_tilt) * (-y / np.float32(anat.b))) / np.float32(
+        anat.rib_period
+    )
     band = (phase - np.floor(phase)) < np.float32(9.0 / anat.rib_period)
     ribs = ring & band & thorax_z & ~((np.abs(x) < 28) & (y < 0))
     sternum = (
@@ -318,7 +328,9 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
     heart = _ellipsoid(x, y, z, anat.heart_center, anat.heart_axes) <= 1
     hu[heart] = anat.hu["heart"]
     ax_, ay_, ar_ = anat.aorta
-    aorta = ((x - np.float32(ax_)) ** 2 + (y - np.float32(ay_)) ** 2 <= np.float32(ar_**2)) & (z < np.float32(anat.carina_z + 20))
+    aorta = ((x - np.float32(ax_)) ** 2 + (y - np.float32(ay_)) ** 2 <= np.float32(ar_**2)) & (
+        z < np.float32(anat.carina_z + 20)
+    )
     hu[aorta] = anat.hu["blood"]
 
     lungs = np.zeros(shape, bool)
@@ -331,7 +343,11 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
             # The collapsed lung is the cavity shrunk towards the hilum: p is lung tissue when
             # hilum + (p - hilum) / collapse lies in the cavity.
             hx, hy, hz = (np.float32(v) for v in anat.hilum(side))
-            px, py, pz = (hx + (x - hx) / np.float32(collapse), hy + (y - hy) / np.float32(collapse), hz + (z - hz) / np.float32(collapse))
+            px, py, pz = (
+                hx + (x - hx) / np.float32(collapse),
+                hy + (y - hy) / np.float32(collapse),
+                hz + (z - hz) / np.float32(collapse),
+            )
             inner_wall = _inner_wall(anat, px, py, pz, 12.0)
             lung = cavity & _cavity(anat, side, px, py, pz, inner_wall)
             # Visceral pleural line: the outer ~3 mm shell of the collapsed lung.
@@ -353,7 +369,10 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
                 ax, _, _ = anat.lung_axes[side]
                 # Fluid fills the lowest part first (costophrenic recess) and climbs the lateral
                 # wall (meniscus): the blunted angle of an effusion on an upright film.
-                surface = np.float32(anat.lung_base + level) + np.float32(0.35 * level) * ((x - np.float32(cx)) / np.float32(ax)) ** 2
+                surface = (
+                    np.float32(anat.lung_base + level)
+                    + np.float32(0.35 * level) * ((x - np.float32(cx)) / np.float32(ax)) ** 2
+                )
                 fluid = cavity & (z < surface)
             else:
                 fluid = cavity & (y > np.float32(anat.b - anat.fat - 12.0 - level))
@@ -363,7 +382,9 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
     label[lungs] = LABELS["lung"]
 
     # Trachea and main bronchi (air, unlabelled).
-    airway = ((x / np.float32(8.5)) ** 2 + ((y + np.float32(0.1 * anat.b)) / np.float32(8.5)) ** 2 <= 1) & (z > np.float32(anat.carina_z))
+    airway = ((x / np.float32(8.5)) ** 2 + ((y + np.float32(0.1 * anat.b)) / np.float32(8.5)) ** 2 <= 1) & (
+        z > np.float32(anat.carina_z)
+    )
     for side in ("R", "L"):
         airway |= _capsule(x, y, z, (0.0, -0.1 * anat.b, anat.carina_z), anat.hilum(side), 6.0)
     hu[airway & body] = AIR
@@ -375,12 +396,18 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
 
     stomach = (_ellipsoid(x, y, z, anat.stomach_center, anat.stomach_axes) <= 1) & in_abdomen & ~liver
     hu[stomach] = anat.hu["stomach"]
-    sx, sy, sz = anat.stomach_center
-    gas = (z > np.float32(sz + 0.45 * anat.stomach_axes[2])) if upright else (y < np.float32(sy - 0.45 * anat.stomach_axes[1]))
+    _, sy, sz = anat.stomach_center
+    gas = (
+        (z > np.float32(sz + 0.45 * anat.stomach_axes[2]))
+        if upright
+        else (y < np.float32(sy - 0.45 * anat.stomach_axes[1]))
+    )
     hu[stomach & gas] = AIR + 30.0
     label[stomach] = 0
 
-    spleen = (_rotated_ellipsoid(x, y, z, anat.spleen_center, anat.spleen_axes, anat.spleen_angle, (0, 1)) <= 1) & in_abdomen
+    spleen = (
+        _rotated_ellipsoid(x, y, z, anat.spleen_center, anat.spleen_axes, anat.spleen_angle, (0, 1)) <= 1
+    ) & in_abdomen
     hu[spleen] = anat.hu["spleen"]
     label[spleen] = LABELS["spleen"]
 
@@ -410,7 +437,14 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
     clavicles = np.zeros(shape, bool)
     apex = anat.lung_apex
     for sign in (-1.0, 1.0):
-        clavicles |= _capsule(x, y, z, (sign * 22.0, -(anat.b - anat.fat - 4.0), apex - 5.0), (sign * 0.85 * anat.a, -0.1 * anat.b, apex + 12.0), 6.5)
+        clavicles |= _capsule(
+            x,
+            y,
+            z,
+            (sign * 22.0, -(anat.b - anat.fat - 4.0), apex - 5.0),
+            (sign * 0.85 * anat.a, -0.1 * anat.b, apex + 12.0),
+            6.5,
+        )
     hu[clavicles] = CORTICAL - 100.0
     label[spine | ribs | sternum | clavicles | airway] = 0
 
@@ -449,7 +483,9 @@ def _insert_nodule(hu: np.ndarray, label: np.ndarray, nodule: Lesion, x, y, z) -
     hu[near] = values
 
 
-def render(anat: Anatomy, grid: Grid, findings: Findings | None = None, upright: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    anat: Anatomy, grid: Grid, findings: Findings | None = None, upright: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Render a phantom on a grid.
 
     Nodule centres are in the phantom's anatomy frame (world coordinates after the smooth warp),
@@ -470,7 +506,9 @@ def render(anat: Anatomy, grid: Grid, findings: Findings | None = None, upright:
     return _evaluate(anat, *grid.coords(), findings or Findings(), upright)
 
 
-def sample_lung_point(anat: Anatomy, rng: np.random.Generator, side: str | None = None, tries: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def sample_lung_point(
+    anat: Anatomy, rng: np.random.Generator, side: str | None = None, tries: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """A random point inside the aerated lung, for placing a nodule.
 
     Returns:

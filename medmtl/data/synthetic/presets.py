@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from medmtl.errors import ConfigError
 
-__all__ = ["Preset", "PRESETS", "get_preset"]
+__all__ = ["PRESETS", "Preset", "get_preset"]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ SECTIONS: tuple[str, str, str] = ("training", "validation", "test")
 
 
 def _quotas(n: int, fractions: Sequence[float], minimum: Sequence[int]) -> list[int]:
-    val = max(minimum[1], int(round(fractions[1] * n)))
-    test = max(minimum[2], int(round(fractions[2] * n)))
+    val = max(minimum[1], round(fractions[1] * n))
+    test = max(minimum[2], round(fractions[2] * n))
     train = n - val - test
     if train < minimum[0]:
         raise ConfigError(f"{n} samples cannot fill the sections with at least {list(minimum)} samples each")

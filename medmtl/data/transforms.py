@@ -1,0 +1,663 @@
+"""Custom MONAI transforms of the modality pipelines, each an array ``Transform`` with a dict twin.
+
+Only what MONAI does not ship lives here:
+
+* :class:`LoadMedicalImage` / :class:`LoadMedicalImaged` pick the reader from the file type
+  (SimpleITK for DICOM files and series folders, nibabel for NIfTI, PIL for PNG / JPEG), turn any
+  reader failure into :class:`~medmtl.errors.ImageLoadError` naming the file, check the DICOM
+  ``Modality`` tag and reduce RGB images to one channel.
+* :class:`ScaleIntensityByVOI` / :class:`ScaleIntensityByVOId`: the DICOM VOI window when the file
+  has one, robust percentiles otherwise.
+* :class:`CropAroundWorldCenter` / :class:`CropAroundWorldCenterd`: a patch around a point given
+  in world (RAS, mm) coordinates, e.g. a nodule centre in a full CT volume.
+* :class:`OrientBreast` / :class:`OrientBreastd`: flip mammograms so every chest wall is on the
+  same side of the array.
+* :class:`StandardizeBoxesd` and :class:`BoxesFollowd`: boxes from the datalist in any MONAI box
+  mode, and boxes that follow any affine-tracked spatial transform of their image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, PathLike
+from monai.data import MetaTensor, NibabelReader, PILReader
+from monai.data.box_utils import (
+    StandardMode,
+    clip_boxes_to_image,
+    convert_box_to_standard_mode,
+)
+from monai.data.utils import affine_to_spacing, to_affine_nd
+from monai.transforms import (
+    Flip,
+    LoadImage,
+    MapTransform,
+    Pad,
+    Randomizable,
+    ScaleIntensityRangePercentiles,
+    SpatialCrop,
+    Transform,
+)
+from monai.utils import ensure_tuple
+
+from medmtl.data.readers import (
+    VOI_WINDOW_KEY,
+    SimpleITKDicomReader,
+    dicom_tag,
+    image_format,
+)
+from medmtl.errors import ImageLoadError, MedMTLError
+
+__all__ = [
+    "MODALITY_TAGS",
+    "BoxesFollowd",
+    "CropAroundWorldCenter",
+    "CropAroundWorldCenterd",
+    "ForegroundThreshold",
+    "LoadMedicalImage",
+    "LoadMedicalImaged",
+    "OrientBreast",
+    "OrientBreastd",
+    "ScaleIntensityByVOI",
+    "ScaleIntensityByVOId",
+    "StandardizeBoxesd",
+    "breast_laterality",
+]
+
+logger = logging.getLogger(__name__)
+
+#: DICOM ``Modality`` values each medmtl modality accepts.
+MODALITY_TAGS: dict[str, tuple[str, ...]] = {
+    "ct": ("CT",),
+    "cxr": ("CR", "DX"),
+    "mammo": ("MG",),
+}
+# "OT" (other) is what many converters and secondary captures write: not clearly wrong, only logged.
+_UNSPECIFIC_MODALITIES = ("", "OT")
+# ITU-R BT.601 luma, the weights PIL's ``convert("L")`` uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _filename(img: torch.Tensor, default: str = "<image>") -> str:
+    return (
+        str(img.meta.get("filename_or_obj", default))
+        if isinstance(img, MetaTensor)
+        else default
+    )
+
+
+class LoadMedicalImage(Transform):
+    """Load a NIfTI / DICOM / PNG / JPEG image as a channel-first float32 ``MetaTensor``.
+
+    The reader is chosen from the file type (:func:`~medmtl.data.readers.image_format`) rather
+    than by MONAI's try-every-reader loop, so that a corrupt DICOM file reports the DICOM error and
+    a NIfTI file is never read by SimpleITK.
+
+    Args:
+        spatial_dims: expected number of spatial dims (``None``: any). Trailing singleton spatial
+            dims are dropped to reach it (a ``(x, y, 1)`` NIfTI becomes 2D).
+        modality: a key of :data:`MODALITY_TAGS`; a DICOM file whose ``Modality`` tag names another
+            modality raises :class:`ImageLoadError` (``OT`` and a missing tag are accepted with a
+            log message). ``None`` skips the check (label masks).
+        grayscale: reduce RGB(A) images to one channel (luma); other multi-channel images raise.
+        dtype: data type of the output.
+
+    Returns:
+        ``(1, *spatial)`` ``MetaTensor`` (``(C, *spatial)`` with ``grayscale=False``) whose meta
+        holds ``affine``, ``original_affine``, ``spatial_shape``, ``filename_or_obj`` and for DICOM
+        the tags of :data:`~medmtl.data.readers.DICOM_TAGS`.
+
+    Raises:
+        ImageLoadError: unreadable or missing file, unsupported type, wrong modality or shape.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int | None = None,
+        modality: str | None = None,
+        grayscale: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        if modality is not None and modality not in MODALITY_TAGS:
+            raise ValueError(
+                f"unknown modality {modality!r}, expected one of {sorted(MODALITY_TAGS)}"
+            )
+        self.spatial_dims = spatial_dims
+        self.modality = modality
+        self.grayscale = grayscale
+        with warnings.catch_warnings():
+            # LoadImage also builds MONAI's default readers; the GPU DICOM one warns on every CPU-only build
+            warnings.filterwarnings("ignore", message="NvImgCodec")
+            self._loader = LoadImage(
+                image_only=True, ensure_channel_first=True, dtype=dtype
+            )
+        self._readers = {
+            "dicom": SimpleITKDicomReader(spatial_dims=spatial_dims),
+            "nifti": NibabelReader(),
+            "pil": PILReader(),
+        }
+
+    def __call__(self, filename: PathLike) -> MetaTensor:
+        try:
+            img = self._loader(filename, reader=self._readers[image_format(filename)])
+        except MedMTLError:
+            raise
+        except Exception as e:  # every reader has its own exception types; the user needs the file name
+            raise ImageLoadError(
+                str(filename), f"cannot be read as an image ({type(e).__name__}: {e})"
+            ) from e
+        self._check_modality(str(filename), img)
+        img = self._to_spatial_dims(str(filename), img)
+        return self._to_one_channel(str(filename), img) if self.grayscale else img
+
+    def _check_modality(self, filename: str, img: MetaTensor) -> None:
+        if self.modality is None:
+            return
+        found = dicom_tag(img.meta, "Modality").upper()
+        if found in _UNSPECIFIC_MODALITIES:
+            if found:
+                logger.info(
+                    "%s: DICOM Modality is %s, expected one of %s",
+                    filename,
+                    found,
+                    MODALITY_TAGS[self.modality],
+                )
+            return
+        if found not in MODALITY_TAGS[self.modality]:
+            raise ImageLoadError(
+                filename,
+                f"DICOM Modality is {found} but the {self.modality} pipeline expects "
+                f"{'/'.join(MODALITY_TAGS[self.modality])}",
+            )
+
+    def _to_spatial_dims(self, filename: str, img: MetaTensor) -> MetaTensor:
+        if self.spatial_dims is None:
+            return img
+        while img.ndim - 1 > self.spatial_dims and img.shape[-1] == 1:
+            img = img.squeeze(-1)
+        if img.ndim - 1 != self.spatial_dims:
+            raise ImageLoadError(
+                filename,
+                f"expected a {self.spatial_dims}D image, got spatial shape {tuple(img.shape[1:])}",
+            )
+        return img
+
+    @staticmethod
+    def _to_one_channel(filename: str, img: MetaTensor) -> MetaTensor:
+        channels = img.shape[0]
+        if channels == 1:
+            return img
+        if channels not in (3, 4):
+            raise ImageLoadError(
+                filename, f"expected a grayscale or RGB image, got {channels} channels"
+            )
+        weights = torch.as_tensor(_LUMA, dtype=img.dtype).reshape(
+            3, *([1] * (img.ndim - 1))
+        )
+        return (img[:3] * weights).sum(
+            0, keepdim=True
+        )  # alpha (4th channel) is dropped
+
+
+class LoadMedicalImaged(MapTransform):
+    """Dictionary twin of :class:`LoadMedicalImage`.
+
+    Args:
+        keys: keys of the paths to load (e.g. ``("image", "label")``).
+        spatial_dims, grayscale, dtype: see :class:`LoadMedicalImage`.
+        modality: modality checked for the keys in ``modality_keys``.
+        modality_keys: the keys whose DICOM ``Modality`` is checked (default: the first key, so a
+            DICOM label mask is not checked against the image modality).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_dims: int | None = None,
+        modality: str | None = None,
+        modality_keys: KeysCollection | None = None,
+        grayscale: bool = True,
+        dtype: Any = np.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        checked = set(
+            self.keys[:1] if modality_keys is None else ensure_tuple(modality_keys)
+        )
+        self._loaders = {
+            key: LoadMedicalImage(
+                spatial_dims, modality if key in checked else None, grayscale, dtype
+            )
+            for key in self.keys
+        }
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self._loaders[key](d[key])
+        return d
+
+
+class ScaleIntensityByVOI(Transform):
+    """Scale intensities to ``[0, 1]`` with the image's DICOM VOI window, or with percentiles.
+
+    A window ``(center, width)`` under meta key ``voi_window`` (written by
+    :class:`~medmtl.data.readers.SimpleITKDicomReader`) is applied with the DICOM linear VOI function
+    (PS3.3 C.11.2.1.2.1), clipped to ``[0, 1]``. Without it (PNG, NIfTI, DICOM without window, or
+    ``use_voi=False``) the ``lower`` / ``upper`` percentiles are mapped to 0 / 1 with clipping.
+
+    Args:
+        lower: lower percentile (0-100).
+        upper: upper percentile (0-100).
+        use_voi: use the VOI window when the image has one.
+    """
+
+    def __init__(
+        self, lower: float = 0.5, upper: float = 99.5, use_voi: bool = True
+    ) -> None:
+        self.use_voi = use_voi
+        self._percentiles = ScaleIntensityRangePercentiles(
+            lower, upper, b_min=0.0, b_max=1.0, clip=True
+        )
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        window = (
+            img.meta.get(VOI_WINDOW_KEY)
+            if self.use_voi and isinstance(img, MetaTensor)
+            else None
+        )
+        if window is None:
+            return self._percentiles(img)
+        center, width = (float(v) for v in window)
+        if width <= 1:
+            return (img > center - 0.5).to(
+                img.dtype
+            )  # the standard's rule for width 1: a threshold
+        return torch.clamp((img - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+class ScaleIntensityByVOId(MapTransform):
+    """Dictionary twin of :class:`ScaleIntensityByVOI`."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        use_voi: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scaler = ScaleIntensityByVOI(lower, upper, use_voi)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.scaler(d[key])
+        return d
+
+
+class ForegroundThreshold:
+    """``select_fn`` for :class:`~monai.transforms.CropForegroundd`: ``x > threshold``.
+
+    When nothing passes the threshold every voxel is selected, so that an empty image is kept whole
+    instead of being cropped to size 0 (what ``CropForeground`` does with an empty selection).
+    """
+
+    def __init__(self, threshold: float = 0.0) -> None:
+        self.threshold = threshold
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        mask = img > self.threshold
+        return mask if bool(mask.any()) else torch.ones_like(mask)
+
+
+class CropAroundWorldCenter(Transform):
+    """Crop a box of ``roi_size_mm`` centred on a world point, padding where it leaves the image.
+
+    The centre is in the world coordinates of the image affine (RAS mm for images loaded by medmtl
+    readers). The box is ``ceil(roi_size_mm / spacing)`` voxels of the current grid plus ``margin``
+    voxels on each side (a margin gives a later resampling support at the borders); the centre
+    lands within half a voxel of the middle of the box. Crop and pad are MONAI ``SpatialCrop`` /
+    ``Pad``, so the affine follows and the operation is recorded for inversion.
+
+    Args:
+        roi_size_mm: physical size of the box per spatial axis (mm).
+        pad_value: value of voxels outside the image (use the value of air after windowing).
+        margin: extra voxels on each side.
+    """
+
+    def __init__(
+        self, roi_size_mm: Sequence[float], pad_value: float = 0.0, margin: int = 0
+    ) -> None:
+        self.roi_size_mm = np.asarray(roi_size_mm, dtype=np.float64)
+        self.pad_value = pad_value
+        self.margin = int(margin)
+
+    def __call__(self, img: MetaTensor, center: Sequence[float]) -> MetaTensor:
+        """Crop ``img`` (``(C, *spatial)``) around ``center`` (``spatial_dims`` world coordinates)."""
+        sd = img.ndim - 1
+        if len(center) != sd or self.roi_size_mm.size != sd:
+            raise ImageLoadError(
+                _filename(img),
+                f"centre {list(center)} / roi size {self.roi_size_mm.tolist()} must have {sd} values",
+            )
+        affine = to_affine_nd(sd, img.affine).double().cpu().numpy()
+        voxel = (
+            np.linalg.inv(affine) @ np.append(np.asarray(center, dtype=np.float64), 1.0)
+        )[:sd]
+        # the tolerance keeps 32 mm / 1.0000001 mm from becoming 33 voxels
+        size = (
+            np.ceil(self.roi_size_mm / affine_to_spacing(affine, r=sd) - 1e-3).astype(
+                int
+            )
+            + 2 * self.margin
+        )
+        start = np.round(voxel - (size - 1) / 2).astype(int)
+        end = start + size
+        shape = np.asarray(img.shape[1:])
+        if np.any(end <= 0) or np.any(start >= shape):
+            raise ImageLoadError(
+                _filename(img),
+                f"centre {list(center)} (voxel {voxel.round(1).tolist()}) lies outside the image {shape.tolist()}",
+            )
+        cropped = SpatialCrop(
+            roi_start=np.maximum(start, 0), roi_end=np.minimum(end, shape)
+        )(img)
+        to_pad = [(0, 0)] + [
+            (int(max(0, -s)), int(max(0, e - n))) for s, e, n in zip(start, end, shape)
+        ]
+        if any(p != (0, 0) for p in to_pad):
+            cropped = Pad(to_pad=to_pad, mode="constant", value=self.pad_value)(cropped)
+        return cropped
+
+
+class CropAroundWorldCenterd(MapTransform):
+    """Dictionary twin of :class:`CropAroundWorldCenter`, centred on ``data[center_key]``.
+
+    Entries without ``center_key`` (or with ``None``) pass unchanged: they are patches already.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        roi_size_mm: Sequence[float],
+        center_key: str = "center",
+        pad_value: float = 0.0,
+        margin: int = 0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.center_key = center_key
+        self.cropper = CropAroundWorldCenter(roi_size_mm, pad_value, margin)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        center = d.get(self.center_key)
+        if center is None:
+            return d
+        center = [float(c) for c in center]
+        for key in self.key_iterator(d):
+            d[key] = self.cropper(d[key], center)
+        return d
+
+
+def breast_laterality(
+    meta: Mapping[str, Any],
+    datalist_value: str | None = None,
+    filename: str = "<image>",
+) -> str | None:
+    """``"L"``, ``"R"`` or ``None``: the laterality of a mammogram.
+
+    The datalist's ``laterality`` wins over the DICOM tags ``ImageLaterality`` (0020,0062) and
+    ``Laterality`` (0020,0060): the datalist is curated by the user, while tags of anonymised or
+    converted exports are often empty or stale. A disagreement is logged.
+    """
+    tagged = (
+        dicom_tag(meta, "ImageLaterality").upper()
+        or dicom_tag(meta, "Laterality").upper()
+    )
+    tagged = tagged if tagged in ("L", "R") else ""
+    given = (datalist_value or "").strip().upper()
+    if given and given not in ("L", "R"):
+        raise ImageLoadError(
+            filename, f"laterality must be 'L' or 'R', got {datalist_value!r}"
+        )
+    if given and tagged and given != tagged:
+        logger.warning(
+            "%s: datalist laterality %s overrides DICOM laterality %s",
+            filename,
+            given,
+            tagged,
+        )
+    return given or tagged or None
+
+
+class OrientBreast(Transform):
+    """Flip a 2D mammogram along ``x`` (array axis 0) so that the chest wall is on ``chest_wall``.
+
+    Assumes the usual storage of mammograms: a left breast (``L``) has its chest wall at the left
+    edge of the image (``x = 0``), a right breast (``R``) at the right edge. An unknown laterality
+    keeps the image as it is (logged as a warning).
+
+    Args:
+        chest_wall: ``"left"`` (low ``x``) or ``"right"``.
+    """
+
+    def __init__(self, chest_wall: str = "left") -> None:
+        if chest_wall not in ("left", "right"):
+            raise ValueError(
+                f"chest_wall must be 'left' or 'right', got {chest_wall!r}"
+            )
+        self.chest_wall = chest_wall
+        self._flip = Flip(spatial_axis=0)
+
+    def __call__(self, img: MetaTensor, laterality: str | None) -> MetaTensor:
+        """``img`` (``(C, x, y)``), flipped when needed.
+
+        The meta dict gets ``laterality`` (``"L"``, ``"R"`` or ``""``) and ``laterality_flipped``.
+        """
+        if laterality is None:
+            logger.warning(
+                "%s: no laterality in the datalist or DICOM tags; keeping the stored orientation",
+                _filename(img),
+            )
+        flip = laterality is not None and (laterality == "R") == (
+            self.chest_wall == "left"
+        )
+        out = self._flip(img) if flip else img
+        if isinstance(out, MetaTensor):
+            out.meta["laterality"] = laterality or ""
+            out.meta["laterality_flipped"] = flip
+        return out
+
+
+class OrientBreastd(MapTransform):
+    """Dictionary twin of :class:`OrientBreast`.
+
+    The laterality is resolved once per entry, from ``data[laterality_key]`` or the DICOM tags of
+    the first key (the image), and the same flip is applied to every key (image and mask).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        laterality_key: str = "laterality",
+        chest_wall: str = "left",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.laterality_key = laterality_key
+        self.orient = OrientBreast(chest_wall)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ref = d[self.first_key(d)]
+        side = breast_laterality(ref.meta, d.get(self.laterality_key), _filename(ref))
+        for key in self.key_iterator(d):
+            d[key] = self.orient(d[key], side)
+        return d
+
+
+class StandardizeBoxesd(MapTransform):
+    """Datalist boxes -> float ``(N, 2 * spatial_dims)`` tensor in MONAI's standard (corner) mode.
+
+    MONAI's ``ConvertBoxToStandardModed`` fixes the source mode when it is built; datalist entries
+    carry their own ``box_mode``, so the mode is read per entry here. ``box_labels`` become a long
+    ``(N,)`` tensor; an empty box list gives ``(0, 2 * spatial_dims)``.
+
+    Args:
+        box_keys: keys of the box lists.
+        label_keys: keys of the class per box, one per box key (``None``: no labels).
+        mode_key: key of the box mode in the entry; it is set to the standard mode afterwards.
+        spatial_dims: 2 or 3.
+        image_key: key of the image, only used to name the file in errors.
+    """
+
+    def __init__(
+        self,
+        box_keys: KeysCollection = "boxes",
+        label_keys: KeysCollection | None = "box_labels",
+        mode_key: str = "box_mode",
+        spatial_dims: int = 2,
+        image_key: str = "image",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(box_keys, allow_missing_keys)
+        self.label_keys = (
+            (label_keys,) if isinstance(label_keys, str) else tuple(label_keys or ())
+        )
+        if self.label_keys and len(self.label_keys) != len(self.keys):
+            raise ValueError("give one label key per box key")
+        self.mode_key = mode_key
+        self.spatial_dims = spatial_dims
+        self.image_key = image_key
+        self.standard_mode = StandardMode.get_name(spatial_dims)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        mode = d.get(self.mode_key) or self.standard_mode
+        name = _filename(d.get(self.image_key), str(d.get(self.image_key, "<image>")))
+        for i, key in enumerate(self.key_iterator(d)):
+            boxes = torch.as_tensor(np.asarray(d[key], dtype=np.float32)).reshape(
+                -1, 2 * self.spatial_dims
+            )
+            try:
+                d[key] = convert_box_to_standard_mode(boxes, mode=mode).to(
+                    torch.float32
+                )
+            except (ValueError, KeyError) as e:
+                raise ImageLoadError(
+                    name, f"cannot convert {key} from box mode {mode!r}: {e}"
+                ) from e
+            if self.label_keys:
+                labels = torch.as_tensor(
+                    np.asarray(d.get(self.label_keys[i], []), dtype=np.int64)
+                ).reshape(-1)
+                if labels.numel() != boxes.shape[0]:
+                    raise ImageLoadError(
+                        name,
+                        f"{boxes.shape[0]} {key} but {labels.numel()} {self.label_keys[i]}",
+                    )
+                d[self.label_keys[i]] = labels
+        d[self.mode_key] = self.standard_mode
+        return d
+
+
+class BoxesFollowd(Randomizable, MapTransform):
+    """Apply ``transform`` to a data dict and move its boxes with the reference image.
+
+    ``transform`` may be any (random) dictionary transform that changes the image grid through
+    MONAI's affine tracking (flip, crop, pad, resize, zoom, affine, ...). The boxes, in standard
+    mode and in the array coordinates of the image before the transform, are mapped through
+    ``inv(affine_after) @ affine_before`` into the array coordinates of the image after it, using
+    all ``2**spatial_dims`` corners, then clipped to the image; boxes left empty are removed with
+    their labels.
+
+    Why not MONAI's box transforms: ``FlipBoxd`` / ``ZoomBoxd`` need the flip or zoom when they are
+    built, but the breast orientation, foreground crop and aspect-preserving resize are decided per
+    image; ``AffineBoxToImageCoordinated`` treats box corners as voxel centres (a half-voxel error
+    for flips and resizes) and needs a ``(d+1, d+1)`` affine. Here box coordinates are voxel *edges*
+    (COCO convention: ``x2 = x1 + width``), which is what makes a flip map ``[x1, x2]`` to
+    ``[W - x2, W - x1]`` exactly.
+
+    Args:
+        transform: the dictionary transform (e.g. a ``Compose``) to apply; may return a list of dicts.
+        box_keys: keys of ``(N, 2 * spatial_dims)`` boxes.
+        box_ref_image_key: key of the image the boxes belong to.
+        label_keys: keys of per-box labels filtered with their boxes (one per box key, or empty).
+    """
+
+    def __init__(
+        self,
+        transform: Callable[[dict], Any],
+        box_keys: KeysCollection = "boxes",
+        box_ref_image_key: str = "image",
+        label_keys: KeysCollection | None = "box_labels",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, box_keys, allow_missing_keys)
+        self.transform = transform
+        self.box_ref_image_key = box_ref_image_key
+        self.label_keys = (
+            (label_keys,) if isinstance(label_keys, str) else tuple(label_keys or ())
+        )
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> BoxesFollowd:
+        super().set_random_state(seed, state)
+        if isinstance(self.transform, Randomizable):
+            self.transform.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any) -> None:
+        """The randomness lives in the wrapped transform."""
+
+    def __call__(
+        self, data: Mapping[Hashable, Any]
+    ) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
+        before = data[self.box_ref_image_key].affine.clone()
+        out = self.transform(dict(data))
+        if isinstance(out, list):
+            return [self._move_boxes(o, before) for o in out]
+        return self._move_boxes(out, before)
+
+    def _move_boxes(
+        self, d: dict[Hashable, Any], before: torch.Tensor
+    ) -> dict[Hashable, Any]:
+        img = d[self.box_ref_image_key]
+        sd = img.ndim - 1
+        a0 = to_affine_nd(sd, before).double()
+        a1 = to_affine_nd(sd, img.affine).double()
+        m = torch.linalg.solve(a1, a0)  # array coords before -> array coords after
+        for i, key in enumerate(self.key_iterator(d)):
+            boxes = torch.as_tensor(d[key], dtype=torch.float64)
+            if boxes.numel():
+                corners = torch.stack(
+                    [
+                        torch.stack(
+                            [boxes[:, a + sd * hi] for a, hi in enumerate(pick)], dim=1
+                        )
+                        for pick in itertools.product((0, 1), repeat=sd)
+                    ],
+                    dim=1,
+                )  # (N, 2**sd, sd) edge coordinates
+                centers = (
+                    corners - 0.5
+                )  # MONAI affines map voxel centres; edges sit half a voxel off
+                moved = centers @ m[:sd, :sd].T + m[:sd, sd] + 0.5
+                boxes = torch.cat([moved.amin(dim=1), moved.amax(dim=1)], dim=1)
+            boxes, keep = clip_boxes_to_image(boxes, img.shape[1:], remove_empty=True)
+            d[key] = boxes.to(torch.float32).reshape(-1, 2 * sd)
+            if self.label_keys:
+                d[self.label_keys[i]] = torch.as_tensor(d[self.label_keys[i]])[
+                    torch.as_tensor(keep, dtype=torch.bool)
+                ]
+        return d

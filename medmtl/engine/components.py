@@ -1,0 +1,176 @@
+"""Builders that join data, networks and weighting into workflow components.
+
+The bundle configs (``bundles/medmtl_multitask/configs/*.json``), the experiment runner and the
+notebooks call these, so each piece of wiring exists once: where the dataset comes from, which
+pipeline a task gets, how detection batches are collated, which parameters the optimizer sees,
+and how validation data is sharded across ranks without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.data import DataLoader, Dataset, DistributedSampler, list_data_collate
+
+from medmtl.engine.delta_m import load_baselines
+from medmtl.engine.evaluator import TaskChainLoader
+from medmtl.engine.sampling import KeepListsCollate
+from medmtl.errors import ConfigError
+from medmtl.tasks import TaskSpec, get_task, resolve_tasks
+
+__all__ = [
+    "check_output_dirs",
+    "collate_functions",
+    "ensure_dataset",
+    "merge_baselines",
+    "optimizer_param_groups",
+    "prepare_network",
+    "task_names",
+    "task_transforms",
+    "validation_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def task_names(tasks: str | Sequence[str] | None) -> list[str]:
+    """Task names from a comma-separated string or a list (``None``: every registered task)."""
+    return [s.name for s in resolve_tasks(tasks)]
+
+
+def ensure_dataset(dataset_dir: str | Path, preset: str = "small", seed: int = 0, datalist_name: str = "datalist.json") -> str:
+    """The datalist in ``dataset_dir``; if there is none, generate the synthetic ``preset`` there first.
+
+    Returns:
+        Path of the datalist JSON.
+    """
+    dataset_dir = Path(dataset_dir)
+    datalist = dataset_dir / datalist_name
+    if datalist.is_file():
+        return str(datalist)
+    from medmtl.data.synthetic import generate
+
+    logger.warning("no datalist at %s: generating the synthetic %r preset (seed %d) there", datalist, preset, seed)
+    print(f"medmtl: no datalist at {datalist}; generating the synthetic '{preset}' preset (seed {seed}) there", flush=True)
+    return str(generate(dataset_dir, preset=preset, seed=seed))
+
+
+def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Callable[[str], Any]:
+    """A ``task -> Compose`` factory for :func:`medmtl.engine.sampling.task_datasets`.
+
+    Args:
+        mode: ``train`` or ``eval``.
+        options: per-task keyword arguments of :func:`medmtl.data.modality_transforms`
+            (e.g. ``{"ct_organ_seg": {"pixdim": [2, 2, 2.5]}}``).
+        seed: seed of the random augmentations.
+    """
+    from medmtl.data.pipelines import modality_transforms
+
+    opts = dict(options or {})
+
+    def factory(task: str) -> Any:
+        spec = get_task(task)
+        transforms = modality_transforms(spec.modality, mode, task=spec, **dict(opts.get(task, {})))
+        if mode == "train":
+            transforms.set_random_state(seed=seed)
+        return transforms
+
+    return factory
+
+
+def collate_functions(tasks: Sequence[str | TaskSpec]) -> dict[str, Callable]:
+    """Per-task collate: detection keeps boxes as per-image lists, others use MONAI's default."""
+    specs = [t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
+    return {s.name: KeepListsCollate() if s.kind == "detection" else list_data_collate for s in specs}
+
+
+def optimizer_param_groups(network: torch.nn.Module, weighting: Any, weight_decay: float = 1e-5) -> list[dict[str, Any]]:
+    """Parameter groups: the network, and the weighting's learnable weights without decay.
+
+    Only :meth:`Weighting.optimizer_parameters` join the optimizer (GradNorm and FAMO update
+    their own weights with internal optimizers).
+    """
+    groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    extra = list(weighting.optimizer_parameters())
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    return groups
+
+
+def validation_loader(
+    datasets: Mapping[str, Dataset], batch_size: int | Mapping[str, int] = 1, num_workers: int = 0
+) -> TaskChainLoader:
+    """Each task's validation data once; sharded over ranks without padding when distributed.
+
+    ``monai.data.DistributedSampler(even_divisible=False)`` gives each rank a disjoint shard whose
+    sizes may differ by one, so every sample is evaluated exactly once (the metrics then gather
+    across ranks).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    loaders = {}
+    for task, ds in datasets.items():
+        bs = batch_size if isinstance(batch_size, int) else int(batch_size.get(task, 1))
+        sampler = DistributedSampler(ds, shuffle=False, even_divisible=False) if distributed else None
+        loaders[task] = DataLoader(
+            ds, batch_size=bs, shuffle=False, sampler=sampler, num_workers=num_workers,
+            collate_fn=collate_functions([task])[task],
+        )
+    return TaskChainLoader(loaders)
+
+
+def merge_baselines(paths: str | Path | Sequence[str | Path] | None) -> dict[str, dict[str, float]] | None:
+    """Single-task baselines merged from one or more JSON files (``None`` or ``""``: no baselines).
+
+    Each file is ``{task: {metric: value}}`` or a ``metrics.json`` of a single-task run.
+    """
+    if not paths:
+        return None
+    merged: dict[str, dict[str, float]] = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        for task, values in load_baselines(path).items():
+            if task in merged:
+                raise ConfigError(f"{path}: task {task!r} already has a baseline from another file")
+            merged[task] = values
+    return merged
+
+
+def prepare_network(network: torch.nn.Module, pretrained: str | Path | None = None, scope: str = "encoder", freeze: str = "none") -> torch.nn.Module:
+    """Load pretrained weights (``scope`` ``encoder`` or ``model``) and apply a freeze policy.
+
+    Args:
+        network: a ``MultiTaskNet``.
+        pretrained: checkpoint of another run (``""``/``None``: train from scratch); shapes are
+            checked and mismatches raise :class:`~medmtl.errors.CheckpointError` naming the keys.
+        scope: ``"encoder"`` (shared trunk only) or ``"model"`` (everything).
+        freeze: ``none``, ``stages:K`` or ``encoder`` (see :func:`medmtl.networks.apply_freeze`).
+    """
+    from medmtl.networks import apply_freeze, load_pretrained
+
+    if pretrained:
+        load_pretrained(network, pretrained, scope=scope)
+        logger.info("loaded %s weights from %s", scope, pretrained)
+    apply_freeze(network, freeze)
+    return network
+
+
+def check_output_dirs(ckpt_dir: str | Path, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a new run over the checkpoints or metrics of an earlier one.
+
+    Raises:
+        ConfigError: ``ckpt_dir`` holds checkpoints or ``output_dir`` a ``metrics.json`` and
+            neither ``resume`` nor ``overwrite`` is set (names the files and both options).
+    """
+    if resume or overwrite:
+        return
+    existing = sorted(Path(ckpt_dir).glob("*.pt")) + sorted(Path(output_dir).glob("metrics.json"))
+    if existing:
+        names = ", ".join(str(p) for p in existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise ConfigError(
+            f"an earlier run's outputs exist ({names}); pass --resume true to continue it, "
+            "--overwrite true to replace them, or another --bundle_root / --ckpt_dir / --output_dir"
+        )
