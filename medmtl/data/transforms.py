@@ -6,6 +6,8 @@ Only what MONAI does not ship lives here:
   (SimpleITK for DICOM files and series folders, nibabel for NIfTI, PIL for PNG / JPEG), turn any
   reader failure into :class:`~medmtl.errors.ImageLoadError` naming the file, check the DICOM
   ``Modality`` tag and reduce RGB images to one channel.
+* :class:`CheckImage` / :class:`CheckImaged`: refuse non-finite voxels, masks whose values are not
+  class indices and masks on another grid than their image, naming the file.
 * :class:`ScaleIntensityByVOI` / :class:`ScaleIntensityByVOId`: the DICOM VOI window when the file
   has one, robust percentiles otherwise.
 * :class:`CropAroundWorldCenter` / :class:`CropAroundWorldCenterd`: a patch around a point given
@@ -57,6 +59,8 @@ from medmtl.errors import ImageLoadError, MedMTLError
 __all__ = [
     "MODALITY_TAGS",
     "BoxesFollowd",
+    "CheckImage",
+    "CheckImaged",
     "CropAroundWorldCenter",
     "CropAroundWorldCenterd",
     "ForegroundThreshold",
@@ -145,7 +149,8 @@ class LoadMedicalImage(Transform):
 
     def __call__(self, filename: PathLike) -> MetaTensor:
         try:
-            img = self._loader(filename, reader=self._readers[image_format(filename)])
+            fmt = image_format(filename)
+            img = self._loader(filename, reader=self._readers[fmt])
         except MedMTLError:
             raise
         except Exception as e:  # every reader has its own exception types; the user needs the file name
@@ -154,6 +159,13 @@ class LoadMedicalImage(Transform):
             ) from e
         self._check_modality(str(filename), img)
         img = self._to_spatial_dims(str(filename), img)
+        if fmt == "nifti" and img.shape[0] != 1:
+            # a 4D NIfTI's frames land in the channel dim: 3 of them are not RGB and must not be averaged
+            raise ImageLoadError(
+                str(filename),
+                f"expected a single {img.ndim - 1}D volume, got {img.shape[0]} frames/components "
+                f"(shape {tuple(img.shape[1:])} x {img.shape[0]})",
+            )
         return self._to_one_channel(str(filename), img) if self.grayscale else img
 
     def _check_modality(self, filename: str, img: MetaTensor) -> None:
@@ -242,6 +254,133 @@ class LoadMedicalImaged(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self._loaders[key](d[key])
         return d
+
+
+def _grid(img: MetaTensor) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """World positions of the corner voxel centres ``(2**d, d)`` and sorted ``(size, spacing)`` per axis."""
+    sd = img.ndim - 1
+    affine = to_affine_nd(sd, img.affine).double().cpu().numpy()
+    shape = np.asarray(img.shape[1:])
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in shape])), dtype=np.float64)
+    world = corners @ affine[:sd, :sd].T + affine[:sd, sd]
+    spacing = affine_to_spacing(affine, r=sd)
+    return world, sorted(zip(shape.tolist(), spacing.tolist()))
+
+
+class CheckImage(Transform):
+    """Raise :class:`~medmtl.errors.ImageLoadError` when an image's voxels cannot be trained on.
+
+    Checks that every voxel is finite and, for a label mask (``num_classes`` given), that every
+    value is an integer class index in ``[0, num_classes)``: a NaN survives resampling and
+    normalisation and turns the loss NaN many steps later, and an out-of-range class breaks
+    one-hot encoding deep inside the loss, far from the file that caused it.
+
+    Args:
+        num_classes: the number of classes of a mask (``None``: an image, values not checked).
+
+    Returns:
+        The input, unchanged.
+    """
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """Check ``img`` (``(C, *spatial)``)."""
+        name = _filename(img)
+        data = torch.as_tensor(img)
+        finite = torch.isfinite(data)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise ImageLoadError(name, f"{bad} of {data.numel()} voxels are NaN or infinite")
+        if self.num_classes is not None and data.numel():
+            # min / max / round instead of unique(): linear time on whole CT volumes
+            lo, hi = float(data.min()), float(data.max())
+            if lo < 0 or hi > self.num_classes - 1 or bool((data != torch.round(data)).any()):
+                raise ImageLoadError(
+                    name,
+                    f"mask values range over [{lo:g}, {hi:g}] but must be integer class indices "
+                    f"in [0, {self.num_classes - 1}]",
+                )
+        return img
+
+
+class CheckImaged(MapTransform):
+    """Dictionary twin of :class:`CheckImage`, plus: every key lies on the grid of ``ref_key``.
+
+    Place it right after loading, before any resampling: a mask with another shape or spacing
+    than its image would otherwise be resampled separately and silently misaligned (the check
+    nnU-Net's dataset integrity verification makes, too). Grids are compared in world space (the
+    corner voxel centres and the per-axis size and spacing, in any axis order), so a mask stored
+    in another axis order than its image (e.g. RAS NIfTI next to an LPS DICOM series) is accepted;
+    ``Orientationd`` aligns it later.
+
+    Args:
+        keys: keys of the loaded images to check (``MetaTensor`` ``(C, *spatial)``).
+        label_keys: keys among ``keys`` that are masks, checked for class indices.
+        num_classes: classes of the masks (required with ``label_keys``).
+        ref_key: the image the other keys must share a grid with (default: the first key).
+        tolerance: allowed grid difference as a fraction of the smallest voxel spacing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_keys: KeysCollection = (),
+        num_classes: int | None = None,
+        ref_key: str | None = None,
+        tolerance: float = 0.1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = set(ensure_tuple(label_keys))
+        if self.label_keys and num_classes is None:
+            raise ValueError("num_classes is required to check label_keys")
+        self.ref_key = ref_key if ref_key is not None else self.keys[0]
+        self.tolerance = float(tolerance)
+        self._image = CheckImage()
+        self._mask = CheckImage(num_classes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ref = d.get(self.ref_key)
+        for key in self.key_iterator(d):
+            (self._mask if key in self.label_keys else self._image)(d[key])
+            if key != self.ref_key and ref is not None:
+                self._check_grid(ref, d[key])
+        return d
+
+    def _check_grid(self, ref: MetaTensor, img: MetaTensor) -> None:
+        name = _filename(img)
+        if ref.ndim != img.ndim:
+            raise ImageLoadError(
+                name, f"has {img.ndim - 1} spatial dims, its image {_filename(ref)} has {ref.ndim - 1}"
+            )
+        ref_corners, ref_axes = _grid(ref)
+        corners, axes = _grid(img)
+        tol = self.tolerance * min(s for _, s in ref_axes)
+        same_axes = [n for n, _ in axes] == [n for n, _ in ref_axes] and all(
+            abs(s - r) <= tol for (_, s), (_, r) in zip(axes, ref_axes)
+        )
+        if not same_axes:
+            raise ImageLoadError(
+                name,
+                f"grid {tuple(img.shape[1:])} with spacing {_spacing(img)} differs from its image "
+                f"{_filename(ref)}: {tuple(ref.shape[1:])} with spacing {_spacing(ref)}",
+            )
+        # every corner of one grid must be a corner of the other (in any order)
+        distance = np.linalg.norm(corners[:, None, :] - ref_corners[None, :, :], axis=-1).min(axis=1).max()
+        if distance > tol:
+            raise ImageLoadError(
+                name,
+                f"lies {distance:.2f} mm away from the grid of its image {_filename(ref)} "
+                "(same shape and spacing, other origin or direction)",
+            )
+
+
+def _spacing(img: MetaTensor) -> tuple[float, ...]:
+    sd = img.ndim - 1
+    return tuple(round(float(v), 4) for v in affine_to_spacing(to_affine_nd(sd, img.affine), r=sd))
 
 
 class ScaleIntensityByVOI(Transform):

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from monai.data import DataLoader, Dataset, DistributedSampler, list_data_collate
+from monai.data import DataLoader, Dataset, list_data_collate
+from torch.utils.data import Subset
 
 from medmtl.engine.delta_m import load_baselines
 from medmtl.engine.evaluator import TaskChainLoader
@@ -24,6 +25,7 @@ from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task, resolve_tasks
 
 __all__ = [
+    "check_eval_output",
     "check_output_dirs",
     "collate_functions",
     "ensure_dataset",
@@ -107,18 +109,20 @@ def validation_loader(
 ) -> TaskChainLoader:
     """Each task's validation data once; sharded over ranks without padding when distributed.
 
-    ``monai.data.DistributedSampler(even_divisible=False)`` gives each rank a disjoint shard whose
-    sizes may differ by one, so every sample is evaluated exactly once (the metrics then gather
-    across ranks).
+    Rank ``r`` of ``W`` evaluates samples ``r, r + W, r + 2W, ...``: disjoint shards whose sizes
+    differ by at most one (possibly empty), so every sample is evaluated exactly once and the
+    metrics gather across ranks. (``DistributedSampler`` pads shards to equal length, counting
+    some samples twice; MONAI's ``even_divisible=False`` variant refuses datasets smaller than
+    the number of ranks, which small validation sets of one task often are.)
     """
     distributed = dist.is_available() and dist.is_initialized()
     loaders = {}
     for task, ds in datasets.items():
         bs = batch_size if isinstance(batch_size, int) else int(batch_size.get(task, 1))
-        sampler = DistributedSampler(ds, shuffle=False, even_divisible=False) if distributed else None
+        if distributed:
+            ds = Subset(ds, list(range(dist.get_rank(), len(ds), dist.get_world_size())))
         loaders[task] = DataLoader(
-            ds, batch_size=bs, shuffle=False, sampler=sampler, num_workers=num_workers,
-            collate_fn=collate_functions([task])[task],
+            ds, batch_size=bs, shuffle=False, num_workers=num_workers, collate_fn=collate_functions([task])[task]
         )
     return TaskChainLoader(loaders)
 
@@ -174,3 +178,9 @@ def check_output_dirs(ckpt_dir: str | Path, output_dir: str | Path, resume: bool
             f"an earlier run's outputs exist ({names}); pass --resume true to continue it, "
             "--overwrite true to replace them, or another --bundle_root / --ckpt_dir / --output_dir"
         )
+
+
+def check_eval_output(metrics_file: str | Path, overwrite: bool = False) -> None:
+    """Refuse to replace an earlier evaluation's metrics file unless ``overwrite`` is set."""
+    if Path(metrics_file).exists() and not overwrite:
+        raise ConfigError(f"{metrics_file} exists; pass --overwrite true to replace it or choose another --output_dir")

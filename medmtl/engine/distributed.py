@@ -18,7 +18,8 @@ the strategies that need it (GradNorm, PCGrad, FAMO) are refused in distributed 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medmtl.errors import ConfigError
 from medmtl.networks import MultiTaskNet, TaskView, build_detector
 
-__all__ = ["MultiTaskDDP", "init_distributed", "local_device"]
+__all__ = ["MultiTaskDDP", "init_distributed", "is_rank_zero", "local_device", "rank_zero_first"]
 
 
 def local_device() -> torch.device:
@@ -44,6 +45,31 @@ def init_distributed(backend: str | None = None) -> None:
     dist.init_process_group(backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
+    # ignite sets up its own view of the process group (a collective new_group) the first time a
+    # handler asks for the rank; handlers made on rank 0 only would then wait for the other
+    # ranks forever, so every rank does it here, together
+    import ignite.distributed as idist
+
+    idist.sync()
+
+
+T = TypeVar("T")
+
+
+def is_rank_zero() -> bool:
+    """True on rank 0 of a distributed run, and in a non-distributed run."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def rank_zero_first(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 first, then on the other ranks (e.g. generate data once, then read it)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed and dist.get_rank() != 0:
+        dist.barrier()
+    result = fn()
+    if distributed and dist.get_rank() == 0:
+        dist.barrier()
+    return result
 
 
 class MultiTaskDDP(DistributedDataParallel):
@@ -56,7 +82,6 @@ class MultiTaskDDP(DistributedDataParallel):
 
     def __init__(self, module: MultiTaskNet, **kwargs: Any) -> None:
         kwargs.setdefault("find_unused_parameters", True)
-        kwargs.setdefault("broadcast_buffers", False)
         super().__init__(module, **kwargs)
         self._detectors: dict[str, Any] = {}
 

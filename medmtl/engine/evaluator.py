@@ -28,6 +28,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from medmtl.engine.delta_m import delta_m
 from medmtl.engine.metrics import build_task_metrics, key_metric_value, summary_values
 from medmtl.engine.steps import default_inferer, detection_targets, task_predict
+from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
@@ -43,8 +44,8 @@ class TaskChainLoader:
 
     Args:
         loaders: ``{task: DataLoader}``; for distributed evaluation give each rank a loader over
-            its own shard without padding (``monai.data.DistributedSampler(even_divisible=False,
-            shuffle=False)``) so no sample is counted twice.
+            its own shard without padding
+            (:func:`medmtl.engine.components.validation_loader`) so no sample is counted twice.
     """
 
     def __init__(self, loaders: Mapping[str, Any]) -> None:
@@ -81,6 +82,7 @@ class MultiTaskScore(Metric):
         self.accumulators = {s.name: build_task_metrics(s, **options.get(s.name, {})) for s in self.tasks}
         self.baselines = dict(baselines) if baselines else None
         self.results: dict[str, dict[str, float]] = {}
+        self.delta: dict[str, Any] | None = None
         self.seen: set[str] = set()
         super().__init__(output_transform=lambda x: x, device="cpu")
 
@@ -101,7 +103,11 @@ class MultiTaskScore(Metric):
         self.results = {name: acc.aggregate() for name, acc in self.accumulators.items()}
         if self.baselines is not None:
             summaries = {s.name: summary_values(s, self.results[s.name]) for s in self.tasks}
-            return float(delta_m(summaries, {k: self.baselines[k] for k in summaries})["delta_m"])
+            missing = sorted(set(summaries) - set(self.baselines))
+            if missing:
+                raise ConfigError(f"no single-task baseline for {missing}; baselines cover {sorted(self.baselines)}")
+            self.delta = delta_m(summaries, {k: self.baselines[k] for k in summaries})
+            return float(self.delta["delta_m"])
         values = [key_metric_value(s, self.results[s.name]) for s in self.tasks]
         return float(sum(values) / len(values))
 
@@ -111,7 +117,7 @@ class MultiTaskScore(Metric):
             for k, v in values.items():
                 engine.state.metrics[f"{task}/{k}"] = v
         engine.state.metrics[name] = score
-        engine.state.metric_details[name] = {"results": self.results, "delta_m": self.baselines is not None}
+        engine.state.metric_details[name] = {"results": self.results, "delta_m": self.delta}
 
 
 class MultiTaskEvaluator(Evaluator):

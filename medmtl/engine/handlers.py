@@ -58,7 +58,8 @@ class MetricsWriter:
     """Write ``engine.state.metrics`` of an evaluator to a JSON file after each evaluation.
 
     The file holds ``{"epoch", "key_metric", "score", "tasks": {task: {metric: value}}}`` where
-    ``epoch`` is the trainer's epoch when run by ``ValidationHandler``.
+    ``epoch`` is the trainer's epoch when run by ``ValidationHandler``; with single-task baselines
+    it also holds ``"delta_m": {"delta_m", "per_task", "per_metric"}`` (percent) and ``score`` is Δm.
 
     Args:
         output_path: the JSON file (parent folders are created).
@@ -82,12 +83,15 @@ class MetricsWriter:
             if "/" in key and key != self.key_metric_name:
                 task, name = key.split("/", 1)
                 tasks.setdefault(task, {})[name] = float(value)
+        delta = details.get("delta_m")
         payload = {
             "epoch": int(engine.state.epoch),
-            "key_metric": "delta_m" if details.get("delta_m") else "mean_task_key_metric",
+            "key_metric": "delta_m" if delta else "mean_task_key_metric",
             "score": float(metrics.get(self.key_metric_name, float("nan"))),
             "tasks": tasks,
         }
+        if delta:
+            payload["delta_m"] = delta
         write_json_atomic(self.output_path, payload)
 
 

@@ -250,8 +250,10 @@ class SegmentationMetrics(TaskMetrics):
 
     def aggregate(self) -> dict[str, float]:
         results: dict[str, float] = {}
+        _sync_cumulative(self.dice)
         results.update(self._per_class("dice", self.dice.get_buffer(), "num_empty_gt"))
         if self.include_hd95:
+            _sync_cumulative(self.hd95)
             results.update(self._per_class("hd95", self.hd95.get_buffer(), "num_hd95_undefined"))
         return results
 
@@ -314,6 +316,7 @@ class ClassificationMetrics(TaskMetrics):
         self.auc(torch.softmax(pred, dim=1), _labels_to_onehot(target, num_classes))
 
     def aggregate(self) -> dict[str, float]:
+        _sync_cumulative(self.auc)
         buffer = self.auc.get_buffer()
         if buffer is None:
             raise RuntimeError(f"task {self.spec.name!r}: aggregate() called before any update()")
@@ -383,12 +386,29 @@ class MultiLabelMetrics(TaskMetrics):
         self.auc(torch.sigmoid(pred), target)
 
     def aggregate(self) -> dict[str, float]:
+        _sync_cumulative(self.auc)
         if self.auc.get_buffer() is None:
             raise RuntimeError(f"task {self.spec.name!r}: aggregate() called before any update()")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="y values can not be all")
             values = [float(v) for v in self.auc.aggregate()]
         return _per_label_auc(self.spec, values)
+
+
+def _sync_cumulative(metric: Any) -> None:
+    """Gather a MONAI cumulative metric's buffers over all ranks, tolerating ranks with no samples.
+
+    MONAI's own sync (``Cumulative._sync``) skips the collective on a rank whose buffers are empty,
+    so a rank that evaluated no sample of a task (small validation sets sharded over many ranks)
+    leaves the others waiting in ``all_gather``. Here every rank joins one ``all_gather_object`` of
+    its (possibly empty) buffers, and the result is put where ``get_buffer()`` reads it.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or metric._synced:
+        return
+    local = None if metric._buffers is None else [torch.stack(b, dim=0).cpu() for b in metric._buffers]
+    parts = [p for p in _gather_objects([local]) if p is not None]
+    metric._synced_tensors = [torch.cat(group, dim=0) for group in zip(*parts)] if parts else None
+    metric._synced = True
 
 
 def _gather_objects(local: list[Any]) -> list[Any]:

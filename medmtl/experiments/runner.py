@@ -1,0 +1,349 @@
+"""Run the rows of an experiment suite through the training bundle, resumably.
+
+Every row is one ``monai.bundle.ConfigWorkflow`` of ``bundles/medmtl_multitask/configs/train.json``
+with the suite's settings and the row's overrides -- exactly what ``python -m monai.bundle run``
+does with the same overrides, which each row records in ``command.sh`` so it can be replayed
+alone.
+
+Rows run in this process, one after the other. A fresh interpreter per row would cost about 8 s
+of imports and config parsing per row, which dominates the ``smoke`` suite (rows of 1-3 s) and
+the tests that run it; the state a row leaves in the process is reset by the next one (the
+bundle's ``initialize`` calls ``set_determinism``; each workflow builds its own network, data and
+handlers; the TensorBoard writers are closed so their event files are complete). A row that
+raises is recorded as failed and the suite goes on with the rows that do not depend on it.
+
+Layout of ``--out``::
+
+    suite.json            suite name, preset and settings (a different suite is refused)
+    runs.json             the manifest: per row status, wall time, parameters (written atomically)
+    data/                 the synthetic dataset (generated on first use)
+    rows/<row>/           the row's bundle_root: models/, eval/ (metrics.json, TensorBoard
+                          events), row.json (its overrides), command.sh, train.log
+
+Resume: a row whose manifest status is ``done`` is skipped. A row that started but did not finish
+continues from its last epoch checkpoint (the bundle's ``resume=true``: model, optimizer,
+weighting, sampler and RNG state, see ``medmtl.engine.checkpoint``); without a checkpoint it
+restarts from scratch. Its recorded time is then that of the last attempt (``"resumed": true``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from medmtl.engine.components import ensure_dataset
+from medmtl.engine.handlers import write_json_atomic
+from medmtl.errors import ConfigError
+from medmtl.experiments.records import load_metrics, row_delta_m
+from medmtl.experiments.suites import Row, Suite, best_candidates
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Manifest",
+    "bundle_overrides",
+    "default_config_file",
+    "resolve_best",
+    "row_dir",
+    "run_suite",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The training config, relative to the repository root.
+DEFAULT_CONFIG = Path("bundles") / "medmtl_multitask" / "configs" / "train.json"
+
+
+def default_config_file() -> Path:
+    """``bundles/medmtl_multitask/configs/train.json`` of the checkout this package comes from."""
+    import medmtl
+
+    return Path(medmtl.__file__).resolve().parents[1] / DEFAULT_CONFIG
+
+
+def row_dir(out: str | Path, row: Row | str) -> Path:
+    """Bundle root of ``row`` under the suite output ``out``."""
+    return Path(out) / "rows" / (row if isinstance(row, str) else row.name)
+
+
+class Manifest:
+    """``runs.json``: what happened to each row, rewritten atomically after every change.
+
+    ``rows[name]`` is ``{"status": "done" | "failed" | "skipped", "seconds", "params", "error",
+    "finished", "resumed", "weighting"}``; ``best`` is the resolved :data:`BEST` weighting.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        data: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ConfigError(f"{self.path}: cannot read the run manifest: {e}") from e
+        self.rows: dict[str, dict[str, Any]] = dict(data.get("rows", {}))
+        self.best: dict[str, Any] | None = data.get("best")
+
+    def done(self, name: str) -> bool:
+        return self.rows.get(name, {}).get("status") == "done"
+
+    def record(self, name: str, **entry: Any) -> None:
+        self.rows[name] = entry
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"rows": self.rows, "best": self.best})
+
+
+def _check_suite_dir(out: Path, suite: Suite) -> None:
+    """Write ``suite.json``, or refuse an ``out`` that holds another suite (mixing would corrupt resume)."""
+    stamp = {"suite": suite.name, "preset": suite.preset, "settings": json.loads(json.dumps(dict(suite.settings)))}
+    path = out / "suite.json"
+    if path.is_file():
+        existing = json.loads(path.read_text())
+        if existing != stamp:
+            raise ConfigError(
+                f"{path}: {out} holds suite {existing.get('suite')!r} with other settings; "
+                f"use another --out for suite {suite.name!r}"
+            )
+        return
+    write_json_atomic(path, stamp)
+
+
+def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str, Any]:
+    """The weighting of the finished candidate row with the highest Δm (fixed once chosen).
+
+    Returns:
+        ``{"row", "delta_m", "weighting", "weighting_params", "sampling"}``.
+
+    Raises:
+        ConfigError: a candidate row has not finished, or no candidate has a finite Δm.
+    """
+    if manifest.best is not None:
+        return manifest.best
+    candidates = best_candidates(suite.rows)
+    pending = [r.name for r in candidates if not manifest.done(r.name)]
+    if pending:
+        raise ConfigError(f"the best weighting is chosen among {[r.name for r in candidates]}; not finished: {pending}")
+    scored = []
+    for row in candidates:
+        metrics = load_metrics(row_dir(out, row))["tasks"]
+        base = {t: load_metrics(row_dir(out, b))["tasks"][t] for t, b in row.baselines.items()}
+        value = row_delta_m(metrics, base)["delta_m"]
+        if math.isfinite(value):
+            scored.append((value, row))
+    if not scored:
+        raise ConfigError(f"no candidate row for the best weighting has a finite Delta_m: {[r.name for r in candidates]}")
+    value, row = max(scored, key=lambda item: item[0])
+    manifest.best = {
+        "row": row.name,
+        "delta_m": value,
+        "weighting": row.weighting,
+        "weighting_params": dict(row.weighting_params),
+        "sampling": row.sampling,
+    }
+    manifest.save()
+    logger.info("best weighting: %s (Delta_m %.2f%%)", row.name, value)
+    return manifest.best
+
+
+def bundle_overrides(suite: Suite, row: Row, out: str | Path, best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The bundle overrides of ``row``: the suite's settings, then the row's own values.
+
+    Args:
+        suite: the suite (its ``settings`` and ``preset``).
+        row: the row.
+        out: the suite output folder.
+        best: the resolved :data:`BEST` weighting, required when ``row.needs_best``.
+    """
+    out = Path(out)
+    weighting, params, sampling = row.weighting, dict(row.weighting_params), row.sampling
+    if row.needs_best:
+        if best is None:
+            raise ConfigError(f"row {row.name!r} uses the best weighting, which is not resolved yet")
+        weighting, params, sampling = best["weighting"], dict(best["weighting_params"]), best["sampling"]
+    settings = json.loads(json.dumps(dict(suite.settings)))
+    batch_size = settings.pop("batch_size", None)
+    overrides: dict[str, Any] = {
+        **settings,
+        "bundle_root": str(row_dir(out, row)),
+        "dataset_dir": str(out / "data"),
+        "synthetic_preset": suite.preset,
+        "tasks": ",".join(row.tasks),
+        "weighting": weighting,
+        "weighting_params": params,
+        "sampling": sampling,
+        "sharing": row.sharing,
+        "freeze": row.freeze,
+        "pretrained": str(row_dir(out, row.pretrained_from) / "models" / "model.pt") if row.pretrained_from else "",
+        "pretrained_scope": row.pretrained_scope,
+        "label_fraction": dict(row.label_fraction),
+        "seed": row.seed,
+    }
+    if batch_size is not None:
+        # the loader rejects batch sizes of tasks that are not trained
+        overrides["batch_size"] = {t: batch_size[t] for t in row.tasks}
+    return overrides
+
+
+def _command(config_file: Path, overrides: Mapping[str, Any]) -> str:
+    """The equivalent ``python -m monai.bundle run`` command line."""
+    parts = ["python", "-m", "monai.bundle", "run", "--config_file", str(config_file)]
+    for key, value in overrides.items():
+        parts += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run_workflow(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> dict[str, int]:
+    """Train and validate one row in this process; returns its parameter counts."""
+    from monai.bundle import ConfigWorkflow
+    from monai.handlers import TensorBoardHandler
+
+    from medmtl.networks import parameter_summary
+
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(min(previous_level, logging.INFO))
+    workflow = None
+    try:
+        meta = config_file.parent / "metadata.json"
+        # logging_file=False: the bundle's logging.conf would reconfigure (and disable) our loggers
+        workflow = ConfigWorkflow(
+            config_file=str(config_file),
+            meta_file=str(meta) if meta.is_file() else None,
+            logging_file=False,
+            workflow_type="train",
+            **overrides,
+        )
+        workflow.initialize()
+        network = workflow.parser.get_parsed_content("network")
+        params = {
+            "total": parameter_summary(network)["total"],
+            "trainable": sum(p.numel() for p in network.parameters() if p.requires_grad),
+        }
+        workflow.run()
+        workflow.finalize()
+        return params
+    finally:
+        if workflow is not None:
+            for section in ("train#handlers", "validate#handlers"):
+                try:
+                    handlers = workflow.parser.get_parsed_content(section)
+                except Exception:  # the workflow failed before its handlers existed
+                    continue
+                for h in handlers:
+                    if isinstance(h, TensorBoardHandler):
+                        h.close()
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+        del workflow
+        gc.collect()
+
+
+def _prepare_row_dir(path: Path) -> bool:
+    """Keep a started row's checkpoints to resume from (True), or clear a row without any."""
+    if any((path / "models").glob("checkpoint_*.pt")):
+        return True
+    if path.exists():
+        shutil.rmtree(path)
+    return False
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    only: Sequence[str] | None = None,
+    config_file: str | Path | None = None,
+    dataset_dir: str | Path | None = None,
+    execute: Callable[[Path, Mapping[str, Any], Path], dict[str, int]] | None = None,
+) -> Manifest:
+    """Run the suite's rows (or ``only`` those and their dependencies) that have not finished.
+
+    Args:
+        suite: the suite.
+        out: output folder (created); rerunning with the same folder resumes.
+        only: row names to run (their dependencies are run first when missing).
+        config_file: the training config (default :func:`default_config_file`).
+        dataset_dir: an existing dataset to use instead of generating the suite's preset under
+            ``out/data`` (it is linked there, so the recorded overrides stay valid).
+        execute: runs one row ``(config_file, overrides, log_file) -> params``; default in-process
+            ``ConfigWorkflow``. Replaceable for tests of the bookkeeping.
+
+    Returns:
+        The manifest after the run.
+
+    Raises:
+        ConfigError: unknown rows, a missing config file, or ``out`` holding another suite.
+    """
+    out = Path(out)
+    config_file = Path(config_file) if config_file else default_config_file()
+    if not config_file.is_file():
+        raise ConfigError(f"{config_file}: training config not found; pass --config bundles/medmtl_multitask/configs/train.json")
+    rows = suite.select(only)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_suite_dir(out, suite)
+    if dataset_dir is not None:
+        link = out / "data"
+        if not link.exists():
+            link.symlink_to(Path(dataset_dir).resolve(), target_is_directory=True)
+    # generated here rather than by the first row's workflow, so no row's time includes it
+    ensure_dataset(out / "data", suite.preset, seed=0)
+    execute = execute or _run_workflow
+    manifest = Manifest(out / "runs.json")
+    for index, row in enumerate(rows, 1):
+        if manifest.done(row.name):
+            logger.info("[%d/%d] %s: done, skipped", index, len(rows), row.name)
+            continue
+        blocked = [d for d in row.depends_on if not manifest.done(d)]
+        best = None
+        if row.needs_best:
+            blocked += [r.name for r in best_candidates(suite.rows) if not manifest.done(r.name)]
+            if not blocked:
+                try:
+                    best = resolve_best(suite, out, manifest)
+                except ConfigError as e:
+                    blocked.append(str(e))
+        if blocked:
+            logger.error("[%d/%d] %s: skipped, needs %s", index, len(rows), row.name, blocked)
+            manifest.record(row.name, status="skipped", error=f"needs unfinished rows: {blocked}")
+            continue
+        path = row_dir(out, row)
+        resumed = _prepare_row_dir(path)
+        overrides = bundle_overrides(suite, row, out, best)
+        overrides["resume"] = resumed
+        path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path / "row.json", {**row.describe(), "overrides": overrides, "best": best})
+        (path / "command.sh").write_text(_command(config_file, overrides) + "\n")
+        logger.info("[%d/%d] %s: %s", index, len(rows), row.name, "resuming" if resumed else "running")
+        start = time.perf_counter()
+        try:
+            params = execute(config_file, overrides, path / "train.log")
+            load_metrics(path)  # a row without a validation is not done
+        except Exception as e:  # noqa: BLE001 -- one failed row must not stop the suite
+            logger.exception("%s failed", row.name)
+            manifest.record(row.name, status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - start)
+            continue
+        seconds = time.perf_counter() - start
+        manifest.record(
+            row.name,
+            status="done",
+            seconds=seconds,
+            params=params,
+            resumed=resumed,
+            weighting=overrides["weighting"],
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        logger.info("[%d/%d] %s: done in %.1f s", index, len(rows), row.name, seconds)
+    return manifest

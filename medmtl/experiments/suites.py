@@ -1,0 +1,439 @@
+"""Experiment suites: which training runs (rows) an experiment is made of.
+
+A :class:`Row` is one training run of the multi-task bundle
+(``bundles/medmtl_multitask/configs/train.json``) plus its evaluation, described by the bundle
+overrides that distinguish it from the suite's common settings. A :class:`Suite` is the data
+preset, those common settings and the rows. Rows refer to each other by name: a fine-tuning row
+loads the checkpoint of its pre-training row, and every multi-task row names the single-task rows
+that are its Δm baselines, so a row runs after the rows it depends on.
+
+Rows whose weighting is :data:`BEST` use the loss weighting (strategy, parameters and sampling
+mode) of the weighting/Table 2 row with the highest Δm on seed 0; the runner resolves it once those
+rows have finished (see :func:`medmtl.experiments.runner.resolve_best`).
+
+Suites (``smoke`` for the tests, ``full`` for ``docs/results.md``):
+
+- ``single.<task>``: single-task baseline of each task;
+- ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
+  ``famo`` (the gradient-based ones with ``sampling="all"``: they need every task's loss each step);
+- ``table2.<variant>``: the paper's Table 2 with ``nodule_malignancy`` central (weight 3) and the
+  other three tasks auxiliary: ``static-<w>`` is ``3:w`` without PFLP, ``MTL0``..``MTL4`` the
+  same weights with PFLP, ``MTL`` = ``3:3`` static, ``ITW1``..``ITW3``;
+- ``sharing.<mode>``: soft and mixed sharing with the best weighting (hard is the best row itself);
+- ``transfer.pretrain`` (the other three tasks) and ``transfer.freeze-<policy>`` (fine-tuning on
+  malignancy from its encoder), the review paper's Fig. 2 against MTL;
+- ``scarcity.<single|best>-f<fraction>``: malignancy with a fraction of its labels, single-task vs
+  the best MTL setting (the 100% points are ``single.nodule_malignancy`` and the best row);
+- ``<setting>@s<seed>``: further seeds of the headline settings (baselines, ``weighting.equal``
+  and ``best``, whose seed 0 is the winning candidate row).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from medmtl.errors import ConfigError
+from medmtl.weighting import table2_variant
+
+__all__ = [
+    "ALL_TASKS",
+    "BEST",
+    "CENTRAL_TASK",
+    "GRADIENT_STRATEGIES",
+    "Row",
+    "SUITES",
+    "Suite",
+    "full_suite",
+    "get_suite",
+    "smoke_suite",
+]
+
+#: The four tasks, in the bundle's default order (round-robin order of the sampler).
+ALL_TASKS: tuple[str, ...] = ("ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings")
+#: The central task of Table 2, the transfer and the label-scarcity experiments.
+CENTRAL_TASK = "nodule_malignancy"
+#: Weighting placeholder: "the weighting of the best weighting/Table 2 row" (resolved at run time).
+BEST = "best"
+#: Strategies that need every task's loss in each step (``sampling="all"``).
+GRADIENT_STRATEGIES: frozenset[str] = frozenset({"gradnorm", "pcgrad", "famo"})
+#: Groups whose seed-0 rows compete for :data:`BEST`.
+BEST_CANDIDATE_GROUPS: tuple[str, ...] = ("weighting", "table2")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:+=-]+(@s\d+)?$")
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One training run + evaluation of the bundle.
+
+    Attributes:
+        name: unique, usable as a folder name (``group.setting`` plus ``@s<seed>`` beyond seed 0).
+        group: experiment family (``single``, ``weighting``, ``table2``, ``sharing``, ``transfer``,
+            ``scarcity``).
+        tasks: tasks trained (one task: a single-task run).
+        seed: the bundle's ``seed`` (initialisation, sampling, augmentation, label subsets).
+        weighting: strategy name for ``build_weighting``, or :data:`BEST`.
+        weighting_params: its parameters.
+        sampling: ``MultiTaskLoader`` mode.
+        sharing: ``hard``, ``soft`` or ``mixed``.
+        freeze: ``none``, ``stages:K`` or ``encoder``.
+        pretrained_from: name of the row whose ``models/model.pt`` initialises this one.
+        pretrained_scope: ``encoder`` or ``model``.
+        label_fraction: ``{task: fraction}`` of the training labels kept.
+        baselines: ``{task: row name}`` of the single-task rows Δm is computed against.
+        setting: the name without the seed suffix; rows of one setting differ only in seed.
+        headline: whether the row belongs to the headline table (mean ± std over seeds).
+        note: one line on what the row tests.
+    """
+
+    name: str
+    group: str
+    tasks: tuple[str, ...]
+    seed: int = 0
+    weighting: str = "equal"
+    weighting_params: Mapping[str, Any] = field(default_factory=dict)
+    sampling: str = "round_robin"
+    sharing: str = "hard"
+    freeze: str = "none"
+    pretrained_from: str | None = None
+    pretrained_scope: str = "encoder"
+    label_fraction: Mapping[str, float] = field(default_factory=dict)
+    baselines: Mapping[str, str] = field(default_factory=dict)
+    setting: str = ""
+    headline: bool = False
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"experiment row name {self.name!r} must match {_NAME.pattern} (it names a folder)")
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "weighting_params", _frozen(self.weighting_params))
+        object.__setattr__(self, "label_fraction", _frozen(self.label_fraction))
+        object.__setattr__(self, "baselines", _frozen(self.baselines))
+        if not self.setting:
+            object.__setattr__(self, "setting", self.name.split("@", 1)[0])
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Names of the rows that must finish first (pre-training and Δm baselines)."""
+        deps = list(dict.fromkeys(self.baselines.values()))
+        if self.pretrained_from:
+            deps.insert(0, self.pretrained_from)
+        return tuple(deps)
+
+    @property
+    def needs_best(self) -> bool:
+        """Whether the weighting is :data:`BEST` (the row waits for the candidate rows)."""
+        return self.weighting == BEST
+
+    def with_seed(self, seed: int) -> Row:
+        """The same setting with another seed; baselines and pre-training follow the seed."""
+        suffix = f"@s{seed}" if seed else ""
+
+        def seeded(name: str) -> str:
+            return name.split("@", 1)[0] + suffix
+
+        return replace(
+            self,
+            name=self.setting + suffix,
+            seed=seed,
+            baselines={t: seeded(n) for t, n in self.baselines.items()},
+            pretrained_from=seeded(self.pretrained_from) if self.pretrained_from else None,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-python description (for ``--list`` and the run records)."""
+        return {
+            "name": self.name,
+            "group": self.group,
+            "setting": self.setting,
+            "seed": self.seed,
+            "tasks": list(self.tasks),
+            "weighting": self.weighting,
+            "weighting_params": dict(self.weighting_params),
+            "sampling": self.sampling,
+            "sharing": self.sharing,
+            "freeze": self.freeze,
+            "pretrained_from": self.pretrained_from,
+            "pretrained_scope": self.pretrained_scope,
+            "label_fraction": dict(self.label_fraction),
+            "baselines": dict(self.baselines),
+            "headline": self.headline,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A data preset, the bundle overrides common to every row, and the rows.
+
+    Attributes:
+        name: suite key.
+        preset: synthetic data preset the suite generates (``medmtl.data.synthetic``).
+        settings: bundle overrides shared by every row (epochs, patch sizes, widths...).
+        rows: the rows, each after the rows it depends on.
+        estimate_s: rough wall time of the whole suite on the reference machine, for the docs.
+    """
+
+    name: str
+    preset: str
+    settings: Mapping[str, Any]
+    rows: tuple[Row, ...]
+    estimate_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", _frozen(self.settings))
+        seen: set[str] = set()
+        for row in self.rows:
+            if row.name in seen:
+                raise ConfigError(f"suite {self.name!r}: duplicate row {row.name!r}")
+            missing = [d for d in row.depends_on if d not in seen]
+            if missing:
+                raise ConfigError(f"suite {self.name!r}: row {row.name!r} depends on {missing}, which do not come before it")
+            seen.add(row.name)
+        epochs, interval = int(self.settings["num_epochs"]), int(self.settings["val_interval"])
+        if epochs % interval:
+            # the table reads the last validation: it must be the one of the final model
+            raise ConfigError(f"suite {self.name!r}: num_epochs ({epochs}) must be a multiple of val_interval ({interval})")
+
+    def row(self, name: str) -> Row:
+        """The row called ``name`` (``ConfigError`` listing the rows otherwise)."""
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise ConfigError(f"suite {self.name!r} has no row {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def select(self, names: Sequence[str] | None) -> list[Row]:
+        """The rows called ``names`` plus, transitively, the rows they depend on, in suite order.
+
+        A row using :data:`BEST` also pulls in the seed-0 candidate rows it is chosen from.
+        """
+        if not names:
+            return list(self.rows)
+        wanted: set[str] = set()
+        stack = [self.row(n).name for n in names]
+        while stack:
+            name = stack.pop()
+            if name in wanted:
+                continue
+            wanted.add(name)
+            row = self.row(name)
+            stack.extend(row.depends_on)
+            if row.needs_best:
+                stack.extend(r.name for r in best_candidates(self.rows))
+        return [r for r in self.rows if r.name in wanted]
+
+
+def best_candidates(rows: Sequence[Row]) -> list[Row]:
+    """The seed-0 rows of :data:`BEST_CANDIDATE_GROUPS` that train every task, full labels."""
+    return [
+        r
+        for r in rows
+        if r.group in BEST_CANDIDATE_GROUPS and r.seed == 0 and set(r.tasks) == set(ALL_TASKS) and not r.label_fraction
+    ]
+
+
+def _single_name(task: str) -> str:
+    return f"single.{task}"
+
+
+def _baselines(tasks: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {t: (overrides or {}).get(t, _single_name(t)) for t in tasks}
+
+
+def _weighting_row(name: str, strategy: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Row:
+    return Row(
+        name=name,
+        group=name.split(".", 1)[0],
+        tasks=ALL_TASKS,
+        weighting=strategy,
+        weighting_params=params or {},
+        sampling="all" if strategy in GRADIENT_STRATEGIES else "round_robin",
+        baselines=_baselines(ALL_TASKS),
+        **kwargs,
+    )
+
+
+def _table2_row(variant: str, schedule: Mapping[str, Any]) -> Row:
+    strategy, params = table2_variant(variant, CENTRAL_TASK, ALL_TASKS)
+    extra = {}
+    if strategy == "pflp":
+        extra = {"unit": schedule["unit"], "period": schedule["period"]}
+    elif strategy == "itw":
+        extra = {"unit": schedule["unit"], "switch_at": schedule["switch_at"], "pflp_period": schedule["period"]}
+    return _weighting_row(f"table2.{variant}", strategy, {**params, **extra}, note=f"Table 2 {variant}")
+
+
+def _static_row(aux_weight: float) -> Row:
+    weights = {t: 3.0 if t == CENTRAL_TASK else aux_weight for t in ALL_TASKS}
+    return _weighting_row(f"table2.static-{aux_weight:g}", "static", {"weights": weights}, note=f"3:{aux_weight:g} without PFLP")
+
+
+def _best_row(name: str, **kwargs: Any) -> Row:
+    kwargs.setdefault("tasks", ALL_TASKS)
+    kwargs.setdefault("baselines", _baselines(kwargs["tasks"]))
+    return Row(name=name, group=name.split(".", 1)[0], weighting=BEST, **kwargs)
+
+
+def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
+    aux = tuple(t for t in ALL_TASKS if t != CENTRAL_TASK)
+    rows = [Row(name="transfer.pretrain", group="transfer", tasks=aux, baselines=_baselines(aux), note="pre-train the encoder on the auxiliary tasks")]
+    for policy in freezes:
+        rows.append(
+            Row(
+                name=f"transfer.freeze-{policy.replace(':', '')}",
+                group="transfer",
+                tasks=(CENTRAL_TASK,),
+                freeze=policy,
+                pretrained_from="transfer.pretrain",
+                pretrained_scope="encoder",
+                baselines=_baselines((CENTRAL_TASK,)),
+                note=f"fine-tune on {CENTRAL_TASK} from the pre-trained encoder, freeze={policy}",
+            )
+        )
+    return rows
+
+
+def _scarcity_rows(fractions: Sequence[float]) -> list[Row]:
+    rows = []
+    for f in fractions:
+        single = Row(
+            name=f"scarcity.single-f{f:g}",
+            group="scarcity",
+            tasks=(CENTRAL_TASK,),
+            label_fraction={CENTRAL_TASK: f},
+            note=f"{CENTRAL_TASK} alone with {f:.0%} of its labels",
+        )
+        best = _best_row(
+            f"scarcity.best-f{f:g}",
+            label_fraction={CENTRAL_TASK: f},
+            baselines=_baselines(ALL_TASKS, {CENTRAL_TASK: single.name}),
+            note=f"best MTL setting with {f:.0%} of the {CENTRAL_TASK} labels",
+        )
+        rows += [single, best]
+    return rows
+
+
+def _with_seeds(rows: Sequence[Row], seeds: Sequence[int]) -> list[Row]:
+    """Headline rows again for every extra seed (after all seed-0 rows, so dependencies hold)."""
+    return [r.with_seed(s) for s in seeds if s for r in rows if r.headline]
+
+
+def _build(
+    name: str,
+    preset: str,
+    settings: Mapping[str, Any],
+    *,
+    weightings: Sequence[str],
+    table2: Sequence[str],
+    static_aux: Sequence[float],
+    sharings: Sequence[str],
+    freezes: Sequence[str],
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    schedule: Mapping[str, Any],
+    estimate_s: float,
+) -> Suite:
+    singles = [Row(name=_single_name(t), group="single", tasks=(t,), headline=True, note="single-task baseline") for t in ALL_TASKS]
+    rows: list[Row] = list(singles)
+    for strategy in weightings:
+        rows.append(_weighting_row(f"weighting.{strategy}", strategy, headline=strategy == "equal"))
+    rows += [_static_row(w) for w in static_aux]
+    rows += [_table2_row(v, schedule) for v in table2]
+    rows += [_best_row(f"sharing.{mode}", sharing=mode, note=f"{mode} sharing with the best weighting") for mode in sharings]
+    rows += _transfer_rows(freezes)
+    rows += _scarcity_rows(fractions)
+    # seed 0 of the best setting is the winning candidate row itself; only other seeds are new runs
+    best = _best_row("best", headline=True, note="the best weighting with another seed")
+    rows += _with_seeds([*rows, best], seeds)
+    return Suite(name=name, preset=preset, settings=settings, rows=tuple(rows), estimate_s=estimate_s)
+
+
+def smoke_suite() -> Suite:
+    """A few rows of every kind on the ``tiny`` preset, 1 epoch, tiny patches (about a minute)."""
+    settings = {
+        "num_epochs": 1,
+        "val_interval": 1,
+        "num_workers": 0,
+        "channels": [8, 16, 32, 64],
+        "batch_size": {"ct_organ_seg": 1, "nodule_malignancy": 4, "mammo_mass_det": 2, "cxr_findings": 4},
+        "pipeline_options": {
+            "ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16], "num_samples": 1},
+            "nodule_malignancy": {"spatial_size": [16, 16, 16]},
+            "mammo_mass_det": {"spatial_size": [64, 48]},
+            "cxr_findings": {"spatial_size": [32, 32]},
+        },
+    }
+    # step units so that the weight schedules move within the single short epoch
+    schedule = {"unit": "step", "period": 2, "switch_at": 4}
+    return _build(
+        "smoke",
+        "tiny",
+        settings,
+        weightings=("equal", "pcgrad"),
+        table2=("ITW2",),
+        static_aux=(),
+        sharings=("soft",),
+        freezes=("encoder",),
+        fractions=(0.3,),
+        seeds=(0,),
+        schedule=schedule,
+        estimate_s=60.0,
+    )
+
+
+def full_suite() -> Suite:
+    """Every row of the experiment plan on the ``benchmark`` preset, sized for a few CPU hours.
+
+    The sizes (widths, patches, epochs, steps per epoch) come from timed rows on the reference
+    machine (2 CPU cores); see ``docs/results.md`` for the measurements and the estimate.
+    """
+    epochs = 8
+    settings = {
+        "num_epochs": epochs,
+        "val_interval": 2,
+        "num_workers": 1,
+        "channels": [16, 32, 64, 128],
+        "batch_size": {"ct_organ_seg": 2, "nodule_malignancy": 16, "mammo_mass_det": 8, "cxr_findings": 16},
+        "pipeline_options": {
+            "ct_organ_seg": {"pixdim": [6.0, 6.0, 6.0], "spatial_size": [32, 32, 32], "num_samples": 2},
+            "nodule_malignancy": {"spatial_size": [32, 32, 32]},
+            "mammo_mass_det": {"spatial_size": [160, 112]},
+            "cxr_findings": {"spatial_size": [96, 96]},
+        },
+    }
+    # ITW warms up for half of training, then focuses; PFLP rotates the focus every epoch
+    schedule = {"unit": "epoch", "period": 1, "switch_at": epochs // 2}
+    return _build(
+        "full",
+        "benchmark",
+        settings,
+        weightings=("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "famo"),
+        table2=("MTL", "MTL0", "MTL1", "MTL2", "MTL3", "MTL4", "ITW1", "ITW2", "ITW3"),
+        static_aux=(0.01, 0.1, 1.0, 6.0),
+        sharings=("soft", "mixed"),
+        freezes=("none", "stages:2", "encoder"),
+        fractions=(0.1, 0.3),
+        seeds=(0, 1, 2),
+        schedule=schedule,
+        estimate_s=3 * 3600.0,
+    )
+
+
+#: Suite name -> factory.
+SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke_suite, "full": full_suite}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite ``name`` (``ConfigError`` listing the suites otherwise)."""
+    if name not in SUITES:
+        raise ConfigError(f"unknown experiment suite {name!r}; expected one of {sorted(SUITES)}")
+    return SUITES[name]()

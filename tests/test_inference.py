@@ -1,0 +1,295 @@
+"""Inference bundle: routing, geometry of the masks, predictions schema, no overwriting, privacy."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+from monai.bundle import ConfigWorkflow
+
+from medmtl.data.pipelines import modality_transforms
+from medmtl.data.synthetic import generate
+from medmtl.engine.inference import SCHEMA, BoxesToStoredGridd, MultiTaskPredictor, task_preprocessing
+from medmtl.engine.routing import pseudonymous_id, route_datalist, route_folder
+from medmtl.errors import ConfigError, DatalistError
+from medmtl.networks import MultiTaskNet
+from medmtl.tasks import get_task
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "medmtl_multitask"
+TASKS = ["ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"]
+CHANNELS = [8, 16, 32, 64]
+# the tiny-preset training options of the bundle docs, shared by training and inference
+OPTIONS = {
+    "ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32]},
+    "nodule_malignancy": {"spatial_size": [32, 32, 32]},
+    "mammo_mass_det": {"spatial_size": [96, 64]},
+    "cxr_findings": {"spatial_size": [64, 64]},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("tiny") / "data", preset="tiny", seed=0).parent
+
+
+@pytest.fixture(scope="module")
+def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle root holding ``models/model.pt`` as train.json's key-metric CheckpointSaver writes it
+    (the network's state dict alone), from an untrained net: the tests check plumbing, not accuracy."""
+    root = tmp_path_factory.mktemp("bundle")
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(MultiTaskNet(TASKS, sharing="hard", channels=CHANNELS).state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def workflow(bundle_root: Path, dataset_dir: Path, output_dir: Path, **overrides: Any) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(bundle_root),
+        dataset_dir=str(dataset_dir),
+        output_dir=str(output_dir),
+        num_workers=0,
+        channels=CHANNELS,
+        pipeline_options=OPTIONS,
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def run(bundle_root: Path, dataset_dir: Path, output_dir: Path, **overrides: Any) -> dict:
+    wf = workflow(bundle_root, dataset_dir, output_dir, **overrides)
+    wf.run()
+    wf.finalize()
+    return json.loads((output_dir / "predictions.json").read_text())
+
+
+def check_item(item: dict, task: str) -> None:
+    spec = get_task(task)
+    assert item["task"] == task
+    if spec.kind in ("classification", "multilabel"):
+        probs = item["probabilities"]
+        assert list(probs) == list(spec.class_names)
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+        if spec.kind == "classification":
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+            assert item["prediction"] == max(probs, key=probs.get)
+    elif spec.kind == "detection":
+        assert len(item["boxes"]) == len(item["scores"]) == len(item["labels"])
+        assert all(len(b) == 4 and b[0] <= b[2] and b[1] <= b[3] for b in item["boxes"])
+        assert item["scores"] == sorted(item["scores"], reverse=True)
+        assert set(item["labels"]) <= set(spec.class_names)
+    else:
+        assert item["mask"] == f"{task}/{item['id']}_seg.nii.gz"
+
+
+def assert_nifti_geometry(mask: Path, image: Path) -> None:
+    out, ref = nib.load(str(mask)), nib.load(str(image))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-3)
+    values = np.unique(np.asarray(out.dataobj))
+    assert out.get_data_dtype() == np.uint8 and set(values.tolist()) <= set(range(get_task("ct_organ_seg").num_classes))
+
+
+@pytest.fixture(scope="module")
+def datalist_run(data: Path, bundle_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pred_datalist")
+    return out, run(bundle_root, data, out, datalist="datalist.json")
+
+
+def test_datalist_inference_writes_every_item(data: Path, datalist_run: tuple[Path, dict]) -> None:
+    out, result = datalist_run
+    entries = json.loads((data / "datalist.json").read_text())["test"]
+    assert result["schema"] == SCHEMA and result["box_mode"] == "xyxy" and "column" in result["coordinate_frame"]
+    assert [(i["id"], i["task"]) for i in result["items"]] == [(e["id"], e["task"]) for e in entries]
+    for item, entry in zip(result["items"], entries):
+        check_item(item, entry["task"])
+        if entry["task"] == "ct_organ_seg":
+            assert_nifti_geometry(out / item["mask"], data / entry["image"])
+    assert set(result["tasks"]) == {e["task"] for e in entries}
+    assert result["tasks"]["cxr_findings"]["class_names"] == list(get_task("cxr_findings").class_names)
+
+
+def test_refuses_to_overwrite_then_overwrites_when_told(data: Path, bundle_root: Path, datalist_run: tuple[Path, dict]) -> None:
+    out, _ = datalist_run
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    wf = workflow(bundle_root, data, out, datalist="datalist.json")
+    with pytest.raises(ConfigError, match="predictions.json") as err:
+        wf.run()
+    assert "ct_002_seg.nii.gz" in str(err.value)
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing was touched
+
+    # overwrite only what one task writes: a datalist section filtered to the CT entry
+    one = {"test": [json.loads((data / "datalist.json").read_text())["test"][0]]}
+    (out.parent / "one.json").write_text(json.dumps(one))
+    result = run(bundle_root, data, out, datalist=str(out.parent / "one.json"), overwrite=True)
+    assert [i["id"] for i in result["items"]] == ["ct_002"]
+    assert (out / "ct_organ_seg" / "ct_002_seg.nii.gz").stat().st_mtime_ns > stamps[out / "ct_organ_seg" / "ct_002_seg.nii.gz"]
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[Path, str]]:
+    """A folder of mixed inputs and the task each must be routed to."""
+    root = tmp_path_factory.mktemp("mixed") / "inputs"
+    expected: dict[Path, str] = {}
+
+    def put(src: Path, rel: str, task: str) -> None:
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+        expected[dst] = task
+
+    put(data / "cxr" / "cxr_000.png", "chest_cxr/a.png", "cxr_findings")
+    put(data / "cxr" / "cxr_001.dcm", "misc/b.dcm", "cxr_findings")  # routed by its DX Modality tag
+    put(data / "mammo" / "mg_001.png", "site1/mammo_2020/c.png", "mammo_mass_det")
+    put(data / "mammo" / "mg_002.dcm", "misc/d.dcm", "mammo_mass_det")
+    put(data / "ct" / "ct_002.nii.gz", "volumes/e.nii.gz", "ct_organ_seg")
+    put(data / "ct" / "ct_001", "volumes/series_f", "ct_organ_seg")
+    put(data / "nodule" / "nod_003.nii.gz", "volumes/g.nii.gz", "nodule_malignancy")
+    # the CT again with permuted and flipped axes: the mask must come back in this file's grid
+    ct = nib.load(str(data / "ct" / "ct_002.nii.gz"))
+    permuted = ct.as_reoriented(np.array([[1, -1], [0, 1], [2, -1]]))
+    nib.save(permuted, str(root / "volumes" / "h.nii.gz"))
+    expected[root / "volumes" / "h.nii.gz"] = "ct_organ_seg"
+    (root / "volumes" / "notes.txt").write_text("not an image; skipped by the default exclude patterns")
+    return root, expected
+
+
+@pytest.fixture(scope="module")
+def folder_run(bundle_root: Path, mixed_folder: tuple[Path, dict[Path, str]]) -> tuple[Path, dict]:
+    root, _ = mixed_folder
+    out = root / "predictions"  # inside the scanned folder: the scan must skip it
+    return out, run(bundle_root, root, out)
+
+
+def test_folder_inference_routes_every_image(mixed_folder: tuple[Path, dict[Path, str]], folder_run: tuple[Path, dict]) -> None:
+    root, expected = mixed_folder
+    out, result = folder_run
+    by_id = {i["id"]: i for i in result["items"]}
+    assert len(result["items"]) == len(expected) == len(by_id)
+    for path, task in expected.items():
+        item = by_id[pseudonymous_id(path)]
+        check_item(item, task)
+        if task == "ct_organ_seg" and path.is_file():
+            assert_nifti_geometry(out / item["mask"], path)
+    # the DICOM series: its NIfTI mask and the series agree when both are read by SimpleITK
+    series = root / "volumes" / "series_f"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    ref = reader.Execute()
+    mask = sitk.ReadImage(str(out / by_id[pseudonymous_id(series)]["mask"]))
+    assert mask.GetSize() == ref.GetSize()
+    for got, want in [(mask.GetOrigin(), ref.GetOrigin()), (mask.GetSpacing(), ref.GetSpacing()), (mask.GetDirection(), ref.GetDirection())]:
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    # the written masks would be routed as CT volumes by a scan that did not skip the output folder
+    assert len(route_folder(root, skip_dirs=[out])) == len(expected) < len(route_folder(root))
+
+
+def test_outputs_hold_no_patient_identifiers_or_paths(data: Path, mixed_folder: tuple[Path, dict[Path, str]], folder_run: tuple[Path, dict]) -> None:
+    root, expected = mixed_folder
+    out, _ = folder_run
+    secrets = set()
+    for path in expected:
+        for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if f.suffix == ".dcm":
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                secrets |= {str(ds.PatientName), str(ds.PatientID)}
+    assert secrets and all(len(s) >= 6 for s in secrets)  # the synthetic DICOMs carry fake identifiers
+    secrets |= {str(root), "chest_cxr", "series_f", "mammo_2020"}
+    for f in out.rglob("*"):
+        if f.is_file():
+            raw = f.read_bytes()
+            text = (gzip.decompress(raw) if f.name.endswith(".gz") else raw).decode("latin-1")
+            assert not [s for s in secrets if s in text], f
+
+
+def test_routing_errors_list_every_bad_file(data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    (bad / "volumes").mkdir(parents=True)
+    (bad / "volumes" / "scan.xyz").write_bytes(b"nothing medical")
+    shutil.copy(data / "cxr" / "cxr_000.png", bad / "volumes" / "unlabelled.png")  # no cxr/mammo folder
+    ds = pydicom.dcmread(data / "cxr" / "cxr_001.dcm")
+    ds.Modality = "US"
+    ds.save_as(bad / "volumes" / "ultrasound.dcm")
+    shutil.copytree(data / "ct" / "ct_001", bad / "two_series")
+    for f in sorted((data / "ct" / "ct_003").iterdir()):
+        shutil.copy(f, bad / "two_series" / f"other_{f.name}")
+    shutil.copy(data / "ct" / "ct_002.nii.gz", bad / "fine.nii.gz")
+    with pytest.raises(ConfigError) as err:
+        route_folder(bad)
+    msg = str(err.value)
+    assert "4 input(s)" in msg
+    for name, reason in [("scan.xyz", "unsupported"), ("unlabelled.png", "png_task"), ("ultrasound.dcm", "'US'"), ("two_series", "2 CT series")]:
+        line = next(line for line in msg.splitlines() if name in line)
+        assert reason in line, line
+    assert "fine.nii.gz" not in msg
+    # png_task routes the un-foldered PNG; a network without the CT head is refused before running
+    (bad / "volumes" / "scan.xyz").unlink()
+    (bad / "volumes" / "ultrasound.dcm").unlink()
+    shutil.rmtree(bad / "two_series")
+    items = route_folder(bad, png_task="cxr_findings")
+    assert sorted(i["task"] for i in items) == ["ct_organ_seg", "cxr_findings"]
+    with pytest.raises(ConfigError, match="'ct_organ_seg', which the network has no head"):
+        route_folder(bad, png_task="cxr_findings", network_tasks=["cxr_findings"])
+
+
+def test_datalist_routing(data: Path, tmp_path: Path) -> None:
+    entries = [
+        {"image": str(data / "ct" / "ct_002.nii.gz"), "center": [0.0, 0.0, 0.0], "id": "n1"},  # no task, a centre: nodule
+        {"image": str(data / "cxr" / "cxr_000.png"), "task": "cxr_findings"},  # no labels, no id
+        {"image": str(data / "nodule" / "nod_000.nii.gz")},  # no task: a small NIfTI is a patch
+        {"image": "missing.nii.gz", "task": "ct_organ_seg"},
+        {"image": str(data / "cxr" / "cxr_002.png"), "task": "no_such_task"},
+        {"image": str(data / "cxr" / "cxr_004.png"), "task": "cxr_findings", "id": "a/b"},
+    ]
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"test": entries}))
+    with pytest.raises(DatalistError) as err:
+        route_datalist(path)
+    assert [p.index for p in err.value.problems] == [3, 4, 5]
+    path.write_text(json.dumps({"test": entries[:3]}))
+    items = route_datalist(path)
+    assert [i["task"] for i in items] == ["nodule_malignancy", "cxr_findings", "nodule_malignancy"]
+    assert items[0]["center"] == [0.0, 0.0, 0.0] and items[0]["id"] == "n1"
+    assert items[1]["id"] == pseudonymous_id(data / "cxr" / "cxr_000.png") and "label" not in items[1]
+
+
+@pytest.mark.parametrize("case", ["mg_001", "mg_002", "mg_003", "mg_008"])  # PNG / DICOM, left / right breasts
+def test_boxes_map_back_to_the_stored_image(data: Path, case: str) -> None:
+    """GT boxes pushed through the eval pipeline, then mapped back as if predicted, return to where they were."""
+    entry = next(e for e in json.loads((data / "datalist.json").read_text())["training"] if e.get("id") == case)
+    entry = {**entry, "image": str(data / entry["image"])}
+    forward = modality_transforms("mammo", "eval", task="mammo_mass_det", **OPTIONS["mammo_mass_det"])(entry)
+    inference = task_preprocessing(["mammo_mass_det"], OPTIONS)["mammo_mass_det"]({k: v for k, v in entry.items() if k not in ("boxes", "box_labels")})
+    np.testing.assert_allclose(inference["image"].affine, forward["image"].affine)
+    boxes = forward["boxes"]
+    assert len(boxes) == len(entry["boxes"]) > 0
+    outside = torch.tensor([[-40.0, -40.0, -30.0, -30.0]])  # off the preprocessed image: dropped with its score
+    scores = torch.arange(len(boxes) + 1, dtype=torch.float32)
+    back = BoxesToStoredGridd()(
+        {"image": inference["image"], "boxes": torch.cat([boxes, outside]), "labels": torch.zeros(len(boxes) + 1, dtype=torch.long), "labels_scores": scores}
+    )
+    np.testing.assert_allclose(back["boxes"].numpy(), np.asarray(entry["boxes"], dtype=np.float32), atol=1.0)
+    np.testing.assert_array_equal(back["labels_scores"].numpy(), scores[:-1].numpy())
+
+
+def test_infer_workflow_properties(data: Path, bundle_root: Path, tmp_path: Path) -> None:
+    wf = workflow(bundle_root, data, tmp_path / "out", datalist="datalist.json")
+    assert wf.check_properties() == []
+    assert isinstance(wf.evaluator, MultiTaskPredictor)
+    assert len(wf.dataset) == len(json.loads((data / "datalist.json").read_text())["test"])
+    assert tuple(wf.inferer.roi_size) == tuple(OPTIONS["ct_organ_seg"]["spatial_size"])
+    assert not (tmp_path / "out").exists()  # building the workflow writes nothing
