@@ -24,7 +24,12 @@ import pytest
 from medmtl.data import load_datalist, modality_transforms
 from medmtl.data.pipelines import ModalityCompose
 from medmtl.data.synthetic import generate
-from medmtl.data.transforms import CheckImage, CheckImaged, LoadMedicalImage, LoadMedicalImaged
+from medmtl.data.transforms import (
+    CheckImage,
+    CheckImaged,
+    LoadMedicalImage,
+    LoadMedicalImaged,
+)
 from medmtl.engine.sampling import task_datasets
 from medmtl.errors import ConfigError, DatalistError, ImageLoadError, MedMTLError
 from medmtl.tasks import get_task

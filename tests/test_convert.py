@@ -32,7 +32,12 @@ from medmtl.data.convert import (
 from medmtl.data.convert.__main__ import main
 from medmtl.data.convert.lidc import label_from_ratings
 from medmtl.data.convert.splits import check_fractions, section_of
-from medmtl.data.synthetic.writers import write_ct_series, write_nifti, write_png, write_projection_dicom
+from medmtl.data.synthetic.writers import (
+    write_ct_series,
+    write_nifti,
+    write_png,
+    write_projection_dicom,
+)
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
 

@@ -23,8 +23,15 @@ from medmtl.data.transforms import LoadMedicalImage
 from medmtl.errors import DatalistError, ImageLoadError
 from medmtl.tasks import TASKS
 
+# pydicom warns about every odd value it meets in a mutant; the outcome is what is tested
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*")
+
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
-_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], database=None)
+_SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "database": None,
+}
 
 
 def examples(n: int) -> int:

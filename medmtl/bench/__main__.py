@@ -70,7 +70,9 @@ def _write_json(path: Path, data: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status (2 on bad arguments)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:  # medmtl's progress only; MONAI / ignite stay at WARNING
+        logging.getLogger("medmtl").setLevel(logging.INFO)
     out = Path(args.out)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     try:

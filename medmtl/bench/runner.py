@@ -61,6 +61,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "amp": device.type == "cuda",
+        # other processes compete for the CPU: the load average tells how quiet the machine was
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -125,6 +127,7 @@ def run_benchmark(config: BenchConfig, sections: Iterable[str] = SECTIONS) -> di
         result["section_seconds"][name] = time.perf_counter() - start
         logger.info("benchmark section %s done in %.1f s", name, result["section_seconds"][name])
     result["targets"] = evaluate_targets(result)
+    result["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return result
 
 

@@ -36,7 +36,7 @@ Outputs, in ``output_dir``:
   Probabilities are softmax (classification) or per-label sigmoid (multilabel) values in
   ``[0, 1]``. Boxes are in pixels of the *stored* image (``x`` = column, ``y`` = row, origin at
   the outer corner of the first pixel, ``x2`` / ``y2`` exclusive: the convention of the datalist
-  boxes), sorted by score; masks paths are relative to ``output_dir``. Items are identified only
+  boxes), sorted by score; mask paths are relative to ``output_dir``. Items are identified only
   by their id (see :mod:`medmtl.engine.routing`): no file paths or DICOM patient tags are written.
   ``docs/inference_schema.md`` of the bundle documents the schema for users.
 """
@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,14 +214,17 @@ class BoxesToStoredGridd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
         self.per_box_keys = tuple(per_box_keys)
+        # the box index rides along as BoxesFollowd's per-box label, to filter every per-box key
+        self._follow = {
+            key: BoxesFollowd(partial(_stored_grid, image_key=image_key), key, image_key, label_keys=f"{key}_index") for key in self.keys
+        }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             boxes = torch.as_tensor(d[key], dtype=torch.float32)
             index_key = f"{key}_index"
-            follow = BoxesFollowd(lambda x: _stored_grid(x, self.image_key), key, self.image_key, index_key)
-            moved = follow({self.image_key: d[self.image_key], key: boxes, index_key: torch.arange(boxes.shape[0])})
+            moved = self._follow[key]({self.image_key: d[self.image_key], key: boxes, index_key: torch.arange(boxes.shape[0])})
             d[key] = moved[key]
             for k in self.per_box_keys:
                 if k in d:
@@ -347,9 +351,13 @@ class MultiTaskPredictor(Evaluator):
         else:
             data["pred"] = pred[0].detach().float().cpu()
         data = self.task_postprocessing[spec.name](data)
+        if spec.kind == "segmentation":
+            data["mask"] = mask_path(self.output_dir, spec.name, data["id"])
+            self._save_mask(data["pred"], data["mask"])
         return self._record(spec, data)
 
     def _record(self, spec: TaskSpec, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``predictions.json`` item of one postprocessed prediction (see the module docstring)."""
         record: dict[str, Any] = {"id": data["id"], "task": spec.name}
         if spec.kind in ("classification", "multilabel"):
             probs = [float(p) for p in torch.as_tensor(data["pred"]).reshape(-1)]
@@ -363,9 +371,7 @@ class MultiTaskPredictor(Evaluator):
             record["scores"] = [float(s) for s in scores[order]]
             record["labels"] = [spec.class_names[int(c)] for c in torch.as_tensor(data["labels"])[order]]
         else:
-            path = mask_path(self.output_dir, spec.name, data["id"])
-            self._save_mask(data["pred"], path)
-            record["mask"] = path.relative_to(self.output_dir).as_posix()
+            record["mask"] = data["mask"].relative_to(self.output_dir).as_posix()
         return record
 
     def _save_mask(self, mask: torch.Tensor, path: Path) -> None:

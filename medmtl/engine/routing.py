@@ -56,9 +56,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import nibabel as nib
+import pydicom
+from nibabel.filebasedimages import ImageFileError
+from pydicom.errors import InvalidDicomError
 
 from medmtl.data.datalist import SECTIONS, read_image_size
 from medmtl.data.readers import image_format
@@ -95,6 +100,8 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("*.json", "*.txt", "*.md", "*.csv", "*.yaml"
 #: Entry keys copied from a datalist into the items (labels are not needed for inference).
 PASSTHROUGH_KEYS = ("center", "laterality", "view")
 
+# what the header readers (the OS, pydicom, nibabel) raise for a file they cannot read
+_HEADER_ERRORS = (OSError, EOFError, ValueError, InvalidDicomError, ImageFileError)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 # folder-name keywords of the 2D input kinds (PNG / JPEG / 2D NIfTI carry no modality tag)
 _FOLDER_KINDS = ("cxr", "mammo")
@@ -127,9 +134,11 @@ def _resolve_routes(routes: Mapping[str, str | Sequence[str]] | None) -> dict[st
     return merged
 
 
-def _dicom_header(path: Path) -> dict[str, Any]:
-    import pydicom
+def _reason(error: Exception) -> str:
+    return str(error) if type(error) is ValueError else f"{type(error).__name__}: {error}"
 
+
+def _dicom_header(path: Path) -> dict[str, Any]:
     ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
     return {"modality": str(ds.get("Modality", "") or "").strip().upper(), "series": str(ds.get("SeriesInstanceUID", "") or "")}
 
@@ -143,8 +152,6 @@ def _dicom_kind(modality: str) -> str | None:
 
 def _nifti_extent(path: Path) -> tuple[int, float]:
     """Spatial dims (trailing singletons dropped) and largest physical side (mm) of a NIfTI header."""
-    import nibabel as nib
-
     header = nib.load(str(path)).header
     shape = [int(s) for s in header.get_data_shape()]
     while len(shape) > 2 and shape[-1] == 1:
@@ -295,8 +302,8 @@ def route_folder(
                         ct_series.setdefault(here, {}).setdefault(header["series"], []).append(path)
                         continue
                 found.append((path, fmt))
-            except Exception as e:  # pydicom / the OS raise many types; the reason is reported
-                problems.append((str(path), str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
+            except _HEADER_ERRORS as e:
+                problems.append((str(path), _reason(e)))
     for series_dir, by_uid in ct_series.items():
         if len(by_uid) > 1:
             counts = ", ".join(f"{uid or '(no uid)'}: {len(files)} files" for uid, files in sorted(by_uid.items()))
@@ -307,8 +314,8 @@ def route_folder(
     for path, fmt in sorted(found):
         try:
             tasks = router.tasks_of(path, root, fmt)
-        except Exception as e:  # header readers raise many types; the reason is reported
-            problems.append((str(path), str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
+        except _HEADER_ERRORS as e:
+            problems.append((str(path), _reason(e)))
             continue
         items += [{"id": pseudonymous_id(path), "task": t, "image": str(path)} for t in tasks]
     problems += [(file, reason) for _, file, reason in _network_problems(items, network_tasks) + _check_ids(items)]
@@ -383,8 +390,8 @@ def route_datalist(
         if task is None:
             try:
                 tasks = router.routes["ct_patch"] if center is not None else router.tasks_of(image, image.parent, fmt)
-            except Exception as e:  # header readers raise many types; the reason is reported
-                problems.append(DatalistProblem(i, file, f"no 'task' and cannot route the image: {e}"))
+            except _HEADER_ERRORS as e:
+                problems.append(DatalistProblem(i, file, f"no 'task' and cannot route the image: {_reason(e)}"))
                 continue
         elif task not in TASKS:
             problems.append(DatalistProblem(i, file, f"unknown task {task!r}; registered tasks: {sorted(TASKS)}"))

@@ -70,6 +70,7 @@ def task_loss(
     loss_fn: torch.nn.Module | None,
     device: torch.device | str,
     non_blocking: bool = False,
+    inferer: Inferer | None = None,
 ) -> torch.Tensor:
     """The training loss of one task's batch (0-dim tensor).
 
@@ -80,6 +81,8 @@ def task_loss(
         loss_fn: the task's loss (``spec.make_loss()``); ignored for detection, whose loss is
             computed by MONAI's ``RetinaNetDetector`` (focal classification + box regression).
         device: where to compute.
+        inferer: how dense / classification heads are run on the batch (e.g. MONAI's
+            ``SimpleInferer``, called as ``inferer(image, network, task)``); default: the network.
     """
     image = to_device(batch["image"], device, non_blocking)
     if spec.kind == "detection":
@@ -88,7 +91,7 @@ def task_loss(
         return losses[detector.cls_key] + losses[detector.box_reg_key]
     if loss_fn is None:
         raise ValueError(f"task {spec.name!r} needs a loss function")
-    output = network(image, spec.name)
+    output = inferer(image, network, spec.name) if inferer is not None else network(image, spec.name)
     label = to_device(batch["label"], device, non_blocking)
     if spec.kind == "classification":
         return loss_fn(output, torch.as_tensor(label).long().reshape(-1))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from medmtl.engine.steps import task_loss
@@ -80,6 +81,8 @@ class MultiTaskTrainer(Trainer):
         nonfinite: ``"raise"`` stops with :class:`NonFiniteLossError` naming the task and the
             iteration; ``"skip"`` logs it, drops the step (no optimizer update) and goes on.
         grad_clip: max total gradient norm (None: no clipping).
+        inferer: how the non-detection heads are run on training batches (MONAI
+            ``SimpleInferer`` by default; detection always goes through its ``RetinaNetDetector``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class MultiTaskTrainer(Trainer):
         amp: bool = False,
         nonfinite: str = "raise",
         grad_clip: float | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -122,6 +126,7 @@ class MultiTaskTrainer(Trainer):
             raise ConfigError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.nonfinite = nonfinite
         self.grad_clip = grad_clip
+        self.inferer = inferer if inferer is not None else SimpleInferer()
         sampler = getattr(train_data_loader, "batch_sampler", train_data_loader)
         mode = getattr(sampler, "mode", None)
         if getattr(weighting, "requires_all_tasks", False) and mode is not None and mode != "all" and len(self.tasks) > 1:
@@ -149,7 +154,7 @@ class MultiTaskTrainer(Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
             losses = {
-                s.name: task_loss(self.network, s, batchdata[s.name], self.loss_function[s.name], engine.state.device, self.non_blocking)
+                s.name: task_loss(self.network, s, batchdata[s.name], self.loss_function[s.name], engine.state.device, self.non_blocking, self.inferer)
                 for s in present
             }
             penalty = self.network.sharing_penalty() if hasattr(self.network, "sharing_penalty") else None

@@ -15,4 +15,14 @@ from medmtl.experiments.report import write_report
 from medmtl.experiments.runner import bundle_overrides, resolve_best, row_dir, run_suite
 from medmtl.experiments.suites import SUITES, Row, Suite, get_suite
 
-__all__ = ["SUITES", "Row", "Suite", "bundle_overrides", "get_suite", "resolve_best", "row_dir", "run_suite", "write_report"]
+__all__ = [
+    "SUITES",
+    "Row",
+    "Suite",
+    "bundle_overrides",
+    "get_suite",
+    "resolve_best",
+    "row_dir",
+    "run_suite",
+    "write_report",
+]

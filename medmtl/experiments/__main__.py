@@ -18,22 +18,60 @@ from pathlib import Path
 
 from medmtl.errors import MedMTLError
 from medmtl.experiments.report import write_report
-from medmtl.experiments.runner import Manifest, bundle_overrides, run_suite
+from medmtl.experiments.runner import Manifest, run_suite
 from medmtl.experiments.suites import SUITES, get_suite
 
 logger = logging.getLogger("medmtl.experiments")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m medmtl.experiments", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True, choices=sorted(SUITES), help="which experiment suite")
-    parser.add_argument("--out", type=Path, help="output folder (rerunning with the same folder resumes)")
-    parser.add_argument("--only", default="", help="comma-separated rows to run (their dependencies run first)")
-    parser.add_argument("--list", action="store_true", help="list the rows (and their status under --out) and exit")
-    parser.add_argument("--config", type=Path, default=None, help="training config (default: the bundle's train.json)")
-    parser.add_argument("--dataset-dir", type=Path, default=None, help="use this dataset instead of generating the preset")
-    parser.add_argument("--report-only", action="store_true", help="only write the report of the finished rows")
-    parser.add_argument("--no-report", action="store_true", help="run the rows, skip the report")
+    parser = argparse.ArgumentParser(
+        prog="python -m medmtl.experiments", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--suite", required=True, choices=sorted(SUITES), help="which experiment suite"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (rerunning with the same folder resumes)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated rows to run (their dependencies run first)",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the rows (and their status under --out) and exit",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="training config (default: the bundle's train.json)",
+    )
+    parser.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=None,
+        help="use this dataset instead of generating the preset",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice; 1 is much faster on a shared or busy CPU)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only write the report of the finished rows",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="run the rows, skip the report"
+    )
     args = parser.parse_args(argv)
     if not args.list and args.out is None:
         parser.error("--out is required unless --list")
@@ -43,32 +81,61 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _list(suite_name: str, out: Path | None, only: list[str]) -> None:
     suite = get_suite(suite_name)
     manifest = Manifest(out / "runs.json") if out is not None else None
-    print(f"suite {suite.name}: preset {suite.preset!r}, {len(suite.rows)} rows, settings {json.dumps(dict(suite.settings))}")
+    print(
+        f"suite {suite.name}: preset {suite.preset!r}, {len(suite.rows)} rows, settings {json.dumps(dict(suite.settings))}"
+    )
     for row in suite.select(only):
-        status = manifest.rows.get(row.name, {}).get("status", "pending") if manifest else ""
-        weighting = "best (highest seed-0 Delta_m of weighting.*/table2.*)" if row.needs_best else row.weighting
+        status = (
+            manifest.rows.get(row.name, {}).get("status", "pending") if manifest else ""
+        )
+        weighting = (
+            "best (highest seed-0 Delta_m of weighting.*/table2.*)"
+            if row.needs_best
+            else row.weighting
+        )
         deps = f" after {','.join(row.depends_on)}" if row.depends_on else ""
-        print(f"  {row.name:34s} {status:8s} tasks={','.join(row.tasks)} weighting={weighting} sampling={row.sampling} "
-              f"sharing={row.sharing} freeze={row.freeze}{deps}")
+        print(
+            f"  {row.name:34s} {status:8s} tasks={','.join(row.tasks)} weighting={weighting} sampling={row.sampling} "
+            f"sharing={row.sharing} freeze={row.freeze}{deps}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (1 when a row failed or was skipped)."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+    )
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     try:
         if args.list:
             _list(args.suite, args.out, only)
             return 0
         suite = get_suite(args.suite)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         failed = []
         if not args.report_only:
-            manifest = run_suite(suite, args.out, only=only, config_file=args.config, dataset_dir=args.dataset_dir)
-            failed = [n for n in (r.name for r in suite.select(only)) if not manifest.done(n)]
+            manifest = run_suite(
+                suite,
+                args.out,
+                only=only,
+                config_file=args.config,
+                dataset_dir=args.dataset_dir,
+            )
+            failed = [
+                n for n in (r.name for r in suite.select(only)) if not manifest.done(n)
+            ]
         if not args.no_report:
             report = write_report(suite, args.out)
-            logger.info("report of %d rows: %s; %d plots", report["rows"], report["tables"]["md"], len(report["plots"]))
+            logger.info(
+                "report of %d rows: %s; %d plots",
+                report["rows"],
+                report["tables"]["md"],
+                len(report["plots"]),
+            )
     except MedMTLError as e:
         logger.error("%s", e)
         return 2

@@ -21,10 +21,17 @@ from medmtl.engine.handlers import write_json_atomic
 from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
 from medmtl.experiments.records import load_metrics, row_delta_m, summaries
 from medmtl.experiments.runner import Manifest, row_dir
-from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Row, Suite
+from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Suite
 from medmtl.tasks import get_task
 
-__all__ = ["collect", "headline", "read_scalars", "write_plots", "write_report", "write_tables"]
+__all__ = [
+    "collect",
+    "headline",
+    "read_scalars",
+    "write_plots",
+    "write_report",
+    "write_tables",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +56,16 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
         record: dict[str, Any] = {
             **row.describe(),
             "weighting": weighting,
-            "sampling": manifest.best["sampling"] if row.needs_best and manifest.best else row.sampling,
+            "sampling": manifest.best["sampling"]
+            if row.needs_best and manifest.best
+            else row.sampling,
             "seconds": entry.get("seconds"),
             "params_total": entry.get("params", {}).get("total"),
             "params_trainable": entry.get("params", {}).get("trainable"),
             "metrics": summaries(metrics[row.name]),
             "delta_m": None,
             "delta_m_per_task": {},
-            "delta_m_note": "",
+            "delta_m_excluded": [],
         }
         if row.needs_best and manifest.best:
             record["weighting_params"] = manifest.best["weighting_params"]
@@ -64,7 +73,11 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
         if row.baselines and all(b in metrics for b in row.baselines.values()):
             base = {t: metrics[b][t] for t, b in row.baselines.items()}
             dm = row_delta_m(metrics[row.name], base)
-            record.update(delta_m=dm["delta_m"], delta_m_per_task=dm["per_task"], delta_m_note=dm["undefined"])
+            record.update(
+                delta_m=dm["delta_m"],
+                delta_m_per_task=dm["per_task"],
+                delta_m_excluded=dm["excluded"],
+            )
         records.append(record)
     return records
 
@@ -73,10 +86,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), statistics.stdev(finite) if len(
+        finite
+    ) > 1 else 0.0
 
 
-def headline(records: Sequence[Mapping[str, Any]], best_row: str | None) -> list[dict[str, Any]]:
+def headline(
+    records: Sequence[Mapping[str, Any]], best_row: str | None
+) -> list[dict[str, Any]]:
     """Mean ± std over seeds of every headline setting (the best setting's seed 0 is ``best_row``)."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
@@ -88,7 +105,11 @@ def headline(records: Sequence[Mapping[str, Any]], best_row: str | None) -> list
     for setting, members in groups.items():
         tasks = members[0]["tasks"]
         metric_stats = {
-            t: {k: _mean_std([m["metrics"][t][k] for m in members]) for k in members[0]["metrics"][t]} for t in tasks
+            t: {
+                k: _mean_std([m["metrics"][t][k] for m in members])
+                for k in members[0]["metrics"][t]
+            }
+            for t in tasks
         }
         rows.append(
             {
@@ -96,7 +117,9 @@ def headline(records: Sequence[Mapping[str, Any]], best_row: str | None) -> list
                 "seeds": [m["seed"] for m in members],
                 "tasks": tasks,
                 "metrics": metric_stats,
-                "delta_m": _mean_std([m["delta_m"] for m in members]) if members[0]["delta_m"] is not None else None,
+                "delta_m": _mean_std([m["delta_m"] for m in members])
+                if members[0]["delta_m"] is not None
+                else None,
                 "seconds": _mean_std([m["seconds"] for m in members]),
             }
         )
@@ -128,8 +151,22 @@ def _fmt_pm(stats: tuple[float, float] | None, digits: int = 3) -> str:
     return "nan" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _fmt_params(r: Mapping[str, Any]) -> str:
+    total, trainable = r["params_total"], r["params_trainable"]
+    if not total:
+        return "—"
+    return (
+        f"{total:,}" if trainable == total else f"{total:,} ({trainable:,} trainable)"
+    )
+
+
 def _short(task: str) -> str:
-    return {"ct_organ_seg": "CT", "nodule_malignancy": "nodule", "mammo_mass_det": "mammo", "cxr_findings": "CXR"}.get(task, task)
+    return {
+        "ct_organ_seg": "CT",
+        "nodule_malignancy": "nodule",
+        "mammo_mass_det": "mammo",
+        "cxr_findings": "CXR",
+    }.get(task, task)
 
 
 def _config(r: Mapping[str, Any]) -> str:
@@ -137,43 +174,82 @@ def _config(r: Mapping[str, Any]) -> str:
     if r["freeze"] != "none":
         parts.append(f"freeze={r['freeze']}")
     if r["label_fraction"]:
-        parts.append("labels=" + ",".join(f"{_short(t)}:{f:g}" for t, f in r["label_fraction"].items()))
+        parts.append(
+            "labels="
+            + ",".join(f"{_short(t)}:{f:g}" for t, f in r["label_fraction"].items())
+        )
     return " / ".join(parts)
 
 
 def write_tables(
-    records: Sequence[Mapping[str, Any]], heads: Sequence[Mapping[str, Any]], report_dir: Path, meta: Mapping[str, Any]
+    records: Sequence[Mapping[str, Any]],
+    heads: Sequence[Mapping[str, Any]],
+    report_dir: Path,
+    meta: Mapping[str, Any],
 ) -> dict[str, Path]:
     """``results.json``, ``results.csv`` and ``results.md`` in ``report_dir``."""
     report_dir.mkdir(parents=True, exist_ok=True)
     columns = _metric_columns(records)
-    paths = {"json": report_dir / "results.json", "csv": report_dir / "results.csv", "md": report_dir / "results.md"}
-    write_json_atomic(paths["json"], {**meta, "rows": list(records), "headline": list(heads)})
+    paths = {
+        "json": report_dir / "results.json",
+        "csv": report_dir / "results.csv",
+        "md": report_dir / "results.md",
+    }
+    write_json_atomic(
+        paths["json"], {**meta, "rows": list(records), "headline": list(heads)}
+    )
 
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["row", "group", "seed", "tasks", "weighting", "sampling", "sharing", "freeze", "label_fraction", "delta_m"]
+            [
+                "row",
+                "group",
+                "seed",
+                "tasks",
+                "weighting",
+                "sampling",
+                "sharing",
+                "freeze",
+                "label_fraction",
+                "delta_m",
+            ]
             + [f"delta_m/{t}" for t in ALL_TASKS]
             + [f"{t}/{k}" for t, k in columns]
             + ["seconds", "params_total", "params_trainable"]
         )
         for r in records:
             writer.writerow(
-                [r["name"], r["group"], r["seed"], ",".join(r["tasks"]), r["weighting"], r["sampling"], r["sharing"],
-                 r["freeze"], ";".join(f"{t}:{v:g}" for t, v in r["label_fraction"].items()), r["delta_m"]]
+                [
+                    r["name"],
+                    r["group"],
+                    r["seed"],
+                    ",".join(r["tasks"]),
+                    r["weighting"],
+                    r["sampling"],
+                    r["sharing"],
+                    r["freeze"],
+                    ";".join(f"{t}:{v:g}" for t, v in r["label_fraction"].items()),
+                    r["delta_m"],
+                ]
                 + [r["delta_m_per_task"].get(t) for t in ALL_TASKS]
                 + [r["metrics"].get(t, {}).get(k) for t, k in columns]
                 + [r["seconds"], r["params_total"], r["params_trainable"]]
             )
 
-    header = ["row", "configuration", "Δm %"] + [f"{_short(t)} {k}" for t, k in columns] + ["time s", "params"]
+    header = (
+        ["row", "configuration", "Δm %"]
+        + [f"{_short(t)} {k}" for t, k in columns]
+        + ["time s", "params"]
+    )
     lines = [
         f"# Experiment suite `{meta['suite']}`",
         "",
-        f"Preset `{meta['preset']}`; best weighting: `{meta.get('best_row') or 'not resolved'}`. "
-        "Metrics are the last validation of each row; Δm is against the single-task rows of the same seed "
-        "(positive = better than single-task).",
+        (
+            f"Preset `{meta['preset']}`; best weighting: `{meta.get('best_row') or 'not resolved'}`. "
+            "Metrics are the last validation of each row; Δm is against the single-task rows of the same seed "
+            "(positive = better than single-task)."
+        ),
         "",
         "## All rows",
         "",
@@ -183,25 +259,37 @@ def write_tables(
     for r in records:
         cells = [f"`{r['name']}`", _config(r), _fmt(r["delta_m"], 2)]
         cells += [_fmt(r["metrics"].get(t, {}).get(k)) for t, k in columns]
-        cells += [_fmt(r["seconds"], 0), f"{r['params_total']:,}" if r["params_total"] else "—"]
+        cells += [_fmt(r["seconds"], 0), _fmt_params(r)]
         lines.append("| " + " | ".join(cells) + " |")
     if heads:
-        key_columns = [(t, summary_key(get_task(t), get_task(t).key_metric)) for t in ALL_TASKS]
+        key_columns = [
+            (t, summary_key(get_task(t), get_task(t).key_metric)) for t in ALL_TASKS
+        ]
         lines += [
             "",
             "## Headline settings (mean ± std over seeds)",
             "",
-            "| setting | seeds | Δm % | " + " | ".join(f"{_short(t)} {k}" for t, k in key_columns) + " | time s |",
+            "| setting | seeds | Δm % | "
+            + " | ".join(f"{_short(t)} {k}" for t, k in key_columns)
+            + " | time s |",
             "|" + "---|" * (len(key_columns) + 4),
         ]
         for h in heads:
-            cells = [h["setting"], ",".join(map(str, h["seeds"])), _fmt_pm(h["delta_m"], 2)]
-            cells += [_fmt_pm(h["metrics"][t][k]) if t in h["metrics"] else "—" for t, k in key_columns]
+            cells = [
+                h["setting"],
+                ",".join(map(str, h["seeds"])),
+                _fmt_pm(h["delta_m"], 2),
+            ]
+            cells += [
+                _fmt_pm(h["metrics"][t][k]) if t in h["metrics"] else "—"
+                for t, k in key_columns
+            ]
             cells.append(_fmt_pm(h["seconds"], 0))
             lines.append("| " + " | ".join(cells) + " |")
-    notes = [r for r in records if r["delta_m_note"]]
+    notes = [r for r in records if r["delta_m_excluded"]]
     if notes:
-        lines += ["", "Δm undefined:", ""] + [f"- `{r['name']}`: {r['delta_m_note']}" for r in notes]
+        lines += ["", "Metrics left out of Δm (relative change undefined):", ""]
+        lines += [f"- `{r['name']}`: {', '.join(r['delta_m_excluded'])}" for r in notes]
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths
 
@@ -220,18 +308,35 @@ def read_scalars(event_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
             # a resumed row rewrites the steps after its checkpoint: the later value wins
-            scalars.setdefault(tag, {}).update({e.step: e.value for e in acc.Scalars(tag)})
+            scalars.setdefault(tag, {}).update(
+                {e.step: e.value for e in acc.Scalars(tag)}
+            )
     return {tag: sorted(points.items()) for tag, points in scalars.items()}
 
 
-def _plot_rows(records: Sequence[Mapping[str, Any]], task: str, limit: int = 10) -> list[Mapping[str, Any]]:
+def _plot_rows(
+    records: Sequence[Mapping[str, Any]], task: str, limit: int = 10
+) -> list[Mapping[str, Any]]:
     """Seed-0 rows that train ``task`` with its full labels, single-task and weighting rows first."""
-    order = {"single": 0, "weighting": 1, "table2": 2, "sharing": 3, "transfer": 4, "scarcity": 5}
-    rows = [r for r in records if task in r["tasks"] and r["seed"] == 0 and not r["label_fraction"]]
+    order = {
+        "single": 0,
+        "weighting": 1,
+        "table2": 2,
+        "sharing": 3,
+        "transfer": 4,
+        "scarcity": 5,
+    }
+    rows = [
+        r
+        for r in records
+        if task in r["tasks"] and r["seed"] == 0 and not r["label_fraction"]
+    ]
     return sorted(rows, key=lambda r: order.get(r["group"], 9))[:limit]
 
 
-def write_plots(records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir: Path) -> list[Path]:
+def write_plots(
+    records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir: Path
+) -> list[Path]:
     """Learning curves per task, loss weights of scheduled strategies, metric bars and the mammography FROC."""
     import matplotlib
 
@@ -240,7 +345,9 @@ def write_plots(records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir:
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out)
-    scalars = {r["name"]: read_scalars(row_dir(out, r["name"]) / "eval") for r in records}
+    scalars = {
+        r["name"]: read_scalars(row_dir(out, r["name"]) / "eval") for r in records
+    }
     written: list[Path] = []
 
     def save(fig: Any, name: str) -> None:
@@ -263,32 +370,53 @@ def write_plots(records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir:
             val = scalars[r["name"]].get(f"{task}/{key}", [])
             if val:
                 ax_val.plot(*zip(*val), marker="o", label=r["name"])
-        ax_loss.set(title=f"{task}: training loss", xlabel="iteration", ylabel=f"loss/{task}")
+        ax_loss.set(
+            title=f"{task}: training loss", xlabel="iteration", ylabel=f"loss/{task}"
+        )
         ax_val.set(title=f"{task}: validation {key}", xlabel="epoch", ylabel=key)
         ax_val.legend(fontsize=7)
         save(fig, f"learning_curves_{task}.png")
 
-    scheduled = [r for r in records if r["seed"] == 0 and r["weighting"] in SCHEDULED_WEIGHTINGS and len(r["tasks"]) > 1]
+    scheduled = [
+        r
+        for r in records
+        if r["seed"] == 0
+        and r["weighting"] in SCHEDULED_WEIGHTINGS
+        and len(r["tasks"]) > 1
+    ]
     if scheduled:
         cols = min(3, len(scheduled))
         nrows = math.ceil(len(scheduled) / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.2 * nrows), squeeze=False)
+        fig, axes = plt.subplots(
+            nrows, cols, figsize=(5 * cols, 3.2 * nrows), squeeze=False
+        )
         for ax, r in zip(axes.flat, scheduled):
             for task in r["tasks"]:
                 points = scalars[r["name"]].get(f"weight/{task}", [])
                 if points:
                     ax.plot(*zip(*points), label=_short(task), lw=0.9)
-            ax.set(title=f"{r['name']} ({r['weighting']})", xlabel="iteration", ylabel="loss weight", yscale="symlog", )
+            ax.set(
+                title=f"{r['name']} ({r['weighting']})",
+                xlabel="iteration",
+                ylabel="loss weight",
+                yscale="symlog",
+            )
             ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(scheduled):]:
+        for ax in list(axes.flat)[len(scheduled) :]:
             ax.axis("off")
         save(fig, "loss_weights.png")
 
-    fig, axes = plt.subplots(1, len(ALL_TASKS), figsize=(4.5 * len(ALL_TASKS), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(ALL_TASKS), figsize=(4.5 * len(ALL_TASKS), 4.5), squeeze=False
+    )
     for ax, task in zip(axes[0], ALL_TASKS):
         key = summary_key(get_task(task), get_task(task).key_metric)
         rows = [r for r in records if task in r["tasks"] and r["seed"] == 0]
-        ax.barh([r["name"] for r in rows], [r["metrics"][task][key] for r in rows], color="tab:blue")
+        ax.barh(
+            [r["name"] for r in rows],
+            [r["metrics"][task][key] for r in rows],
+            color="tab:blue",
+        )
         ax.set(title=f"{task}\n{key}", xlabel=key)
         ax.tick_params(axis="y", labelsize=6)
         ax.invert_yaxis()
@@ -297,11 +425,29 @@ def write_plots(records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir:
     froc_rows = _plot_rows(records, "mammo_mass_det")
     if froc_rows:
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        metrics_of = {r["name"]: load_metrics(row_dir(out, r["name"]))["tasks"]["mammo_mass_det"] for r in froc_rows}
+        metrics_of = {
+            r["name"]: load_metrics(row_dir(out, r["name"]))["tasks"]["mammo_mass_det"]
+            for r in froc_rows
+        }
         for r in froc_rows:
-            rates = [rate for rate in DEFAULT_FP_RATES if f"recall@fp={rate:g}" in metrics_of[r["name"]]]
-            ax.plot(rates, [metrics_of[r["name"]][f"recall@fp={rate:g}"] for rate in rates], marker="o", label=r["name"])
-        ax.set(xscale="log", xlabel="false positives per image", ylabel="sensitivity", title="mammo_mass_det FROC", ylim=(0, 1.02))
+            rates = [
+                rate
+                for rate in DEFAULT_FP_RATES
+                if f"recall@fp={rate:g}" in metrics_of[r["name"]]
+            ]
+            ax.plot(
+                rates,
+                [metrics_of[r["name"]][f"recall@fp={rate:g}"] for rate in rates],
+                marker="o",
+                label=r["name"],
+            )
+        ax.set(
+            xscale="log",
+            xlabel="false positives per image",
+            ylabel="sensitivity",
+            title="mammo_mass_det FROC",
+            ylim=(0, 1.02),
+        )
         ax.legend(fontsize=7)
         save(fig, "froc_mammo_mass_det.png")
     return written
@@ -318,8 +464,16 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     records = collect(suite, out)
     best_row = manifest.best["row"] if manifest.best else None
     heads = headline(records, best_row)
-    meta = {"suite": suite.name, "preset": suite.preset, "settings": dict(suite.settings), "best_row": best_row,
-            "central_task": CENTRAL_TASK, "not_done": {n: e for n, e in manifest.rows.items() if e.get("status") != "done"}}
+    meta = {
+        "suite": suite.name,
+        "preset": suite.preset,
+        "settings": dict(suite.settings),
+        "best_row": best_row,
+        "central_task": CENTRAL_TASK,
+        "not_done": {
+            n: e for n, e in manifest.rows.items() if e.get("status") != "done"
+        },
+    }
     report_dir = out / "report"
     tables = write_tables(records, heads, report_dir, meta)
     plots = write_plots(records, out, report_dir / "plots") if records else []

@@ -36,7 +36,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,9 @@ class Manifest:
             try:
                 data = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"{self.path}: cannot read the run manifest: {e}") from e
+                raise ConfigError(
+                    f"{self.path}: cannot read the run manifest: {e}"
+                ) from e
         self.rows: dict[str, dict[str, Any]] = dict(data.get("rows", {}))
         self.best: dict[str, Any] | None = data.get("best")
 
@@ -105,7 +107,11 @@ class Manifest:
 
 def _check_suite_dir(out: Path, suite: Suite) -> None:
     """Write ``suite.json``, or refuse an ``out`` that holds another suite (mixing would corrupt resume)."""
-    stamp = {"suite": suite.name, "preset": suite.preset, "settings": json.loads(json.dumps(dict(suite.settings)))}
+    stamp = {
+        "suite": suite.name,
+        "preset": suite.preset,
+        "settings": json.loads(json.dumps(dict(suite.settings))),
+    }
     path = out / "suite.json"
     if path.is_file():
         existing = json.loads(path.read_text())
@@ -121,41 +127,59 @@ def _check_suite_dir(out: Path, suite: Suite) -> None:
 def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str, Any]:
     """The weighting of the finished candidate row with the highest Δm (fixed once chosen).
 
+    When no candidate has a finite Δm (a zero or NaN baseline metric, as on tiny validation sets)
+    the rows are ranked by their evaluator score, the mean of the tasks' key metrics, instead; the
+    criterion used is recorded.
+
     Returns:
-        ``{"row", "delta_m", "weighting", "weighting_params", "sampling"}``.
+        ``{"row", "criterion", "value", "weighting", "weighting_params", "sampling"}``.
 
     Raises:
-        ConfigError: a candidate row has not finished, or no candidate has a finite Δm.
+        ConfigError: a candidate row has not finished.
     """
     if manifest.best is not None:
         return manifest.best
     candidates = best_candidates(suite.rows)
     pending = [r.name for r in candidates if not manifest.done(r.name)]
-    if pending:
-        raise ConfigError(f"the best weighting is chosen among {[r.name for r in candidates]}; not finished: {pending}")
-    scored = []
+    if pending or not candidates:
+        raise ConfigError(
+            f"the best weighting is chosen among {[r.name for r in candidates]}; not finished: {pending}"
+        )
+    scores: dict[str, dict[str, float]] = {"delta_m": {}, "mean_task_key_metric": {}}
     for row in candidates:
-        metrics = load_metrics(row_dir(out, row))["tasks"]
-        base = {t: load_metrics(row_dir(out, b))["tasks"][t] for t, b in row.baselines.items()}
-        value = row_delta_m(metrics, base)["delta_m"]
-        if math.isfinite(value):
-            scored.append((value, row))
-    if not scored:
-        raise ConfigError(f"no candidate row for the best weighting has a finite Delta_m: {[r.name for r in candidates]}")
-    value, row = max(scored, key=lambda item: item[0])
+        metrics = load_metrics(row_dir(out, row))
+        base = {
+            t: load_metrics(row_dir(out, b))["tasks"][t]
+            for t, b in row.baselines.items()
+        }
+        scores["delta_m"][row.name] = row_delta_m(metrics["tasks"], base)["delta_m"]
+        scores["mean_task_key_metric"][row.name] = float(metrics["score"])
+    for criterion, values in scores.items():
+        finite = {name: v for name, v in values.items() if math.isfinite(v)}
+        if finite:
+            break
+    else:
+        raise ConfigError(
+            f"no candidate row for the best weighting has a finite score: {[r.name for r in candidates]}"
+        )
+    name = max(finite, key=finite.__getitem__)
+    row = suite.row(name)
     manifest.best = {
-        "row": row.name,
-        "delta_m": value,
+        "row": name,
+        "criterion": criterion,
+        "value": finite[name],
         "weighting": row.weighting,
         "weighting_params": dict(row.weighting_params),
         "sampling": row.sampling,
     }
     manifest.save()
-    logger.info("best weighting: %s (Delta_m %.2f%%)", row.name, value)
+    logger.info("best weighting: %s (%s %.4g)", name, criterion, finite[name])
     return manifest.best
 
 
-def bundle_overrides(suite: Suite, row: Row, out: str | Path, best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def bundle_overrides(
+    suite: Suite, row: Row, out: str | Path, best: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The bundle overrides of ``row``: the suite's settings, then the row's own values.
 
     Args:
@@ -165,11 +189,21 @@ def bundle_overrides(suite: Suite, row: Row, out: str | Path, best: Mapping[str,
         best: the resolved :data:`BEST` weighting, required when ``row.needs_best``.
     """
     out = Path(out)
-    weighting, params, sampling = row.weighting, dict(row.weighting_params), row.sampling
+    weighting, params, sampling = (
+        row.weighting,
+        dict(row.weighting_params),
+        row.sampling,
+    )
     if row.needs_best:
         if best is None:
-            raise ConfigError(f"row {row.name!r} uses the best weighting, which is not resolved yet")
-        weighting, params, sampling = best["weighting"], dict(best["weighting_params"]), best["sampling"]
+            raise ConfigError(
+                f"row {row.name!r} uses the best weighting, which is not resolved yet"
+            )
+        weighting, params, sampling = (
+            best["weighting"],
+            dict(best["weighting_params"]),
+            best["sampling"],
+        )
     settings = json.loads(json.dumps(dict(suite.settings)))
     batch_size = settings.pop("batch_size", None)
     overrides: dict[str, Any] = {
@@ -183,7 +217,9 @@ def bundle_overrides(suite: Suite, row: Row, out: str | Path, best: Mapping[str,
         "sampling": sampling,
         "sharing": row.sharing,
         "freeze": row.freeze,
-        "pretrained": str(row_dir(out, row.pretrained_from) / "models" / "model.pt") if row.pretrained_from else "",
+        "pretrained": str(row_dir(out, row.pretrained_from) / "models" / "model.pt")
+        if row.pretrained_from
+        else "",
         "pretrained_scope": row.pretrained_scope,
         "label_fraction": dict(row.label_fraction),
         "seed": row.seed,
@@ -202,7 +238,9 @@ def _command(config_file: Path, overrides: Mapping[str, Any]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _run_workflow(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> dict[str, int]:
+def _run_workflow(
+    config_file: Path, overrides: Mapping[str, Any], log_file: Path
+) -> dict[str, int]:
     """Train and validate one row in this process; returns its parameter counts."""
     from monai.bundle import ConfigWorkflow
     from monai.handlers import TensorBoardHandler
@@ -210,7 +248,9 @@ def _run_workflow(config_file: Path, overrides: Mapping[str, Any], log_file: Pat
     from medmtl.networks import parameter_summary
 
     handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s")
+    )
     root = logging.getLogger()
     root.addHandler(handler)
     previous_level = root.level
@@ -230,19 +270,19 @@ def _run_workflow(config_file: Path, overrides: Mapping[str, Any], log_file: Pat
         network = workflow.parser.get_parsed_content("network")
         params = {
             "total": parameter_summary(network)["total"],
-            "trainable": sum(p.numel() for p in network.parameters() if p.requires_grad),
+            "trainable": sum(
+                p.numel() for p in network.parameters() if p.requires_grad
+            ),
         }
         workflow.run()
         workflow.finalize()
         return params
     finally:
         if workflow is not None:
+            # only handlers that were built: get_parsed_content would instantiate missing ones
+            resolved = workflow.parser.ref_resolver.resolved_content
             for section in ("train#handlers", "validate#handlers"):
-                try:
-                    handlers = workflow.parser.get_parsed_content(section)
-                except Exception:  # the workflow failed before its handlers existed
-                    continue
-                for h in handlers:
+                for h in resolved.get(section) or []:
                     if isinstance(h, TensorBoardHandler):
                         h.close()
         root.removeHandler(handler)
@@ -290,7 +330,9 @@ def run_suite(
     out = Path(out)
     config_file = Path(config_file) if config_file else default_config_file()
     if not config_file.is_file():
-        raise ConfigError(f"{config_file}: training config not found; pass --config bundles/medmtl_multitask/configs/train.json")
+        raise ConfigError(
+            f"{config_file}: training config not found; pass --config bundles/medmtl_multitask/configs/train.json"
+        )
     rows = suite.select(only)
     out.mkdir(parents=True, exist_ok=True)
     _check_suite_dir(out, suite)
@@ -309,31 +351,50 @@ def run_suite(
         blocked = [d for d in row.depends_on if not manifest.done(d)]
         best = None
         if row.needs_best:
-            blocked += [r.name for r in best_candidates(suite.rows) if not manifest.done(r.name)]
+            blocked += [
+                r.name for r in best_candidates(suite.rows) if not manifest.done(r.name)
+            ]
             if not blocked:
                 try:
                     best = resolve_best(suite, out, manifest)
                 except ConfigError as e:
                     blocked.append(str(e))
         if blocked:
-            logger.error("[%d/%d] %s: skipped, needs %s", index, len(rows), row.name, blocked)
-            manifest.record(row.name, status="skipped", error=f"needs unfinished rows: {blocked}")
+            logger.error(
+                "[%d/%d] %s: skipped, needs %s", index, len(rows), row.name, blocked
+            )
+            manifest.record(
+                row.name, status="skipped", error=f"needs unfinished rows: {blocked}"
+            )
             continue
         path = row_dir(out, row)
         resumed = _prepare_row_dir(path)
         overrides = bundle_overrides(suite, row, out, best)
         overrides["resume"] = resumed
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / "row.json", {**row.describe(), "overrides": overrides, "best": best})
+        write_json_atomic(
+            path / "row.json", {**row.describe(), "overrides": overrides, "best": best}
+        )
         (path / "command.sh").write_text(_command(config_file, overrides) + "\n")
-        logger.info("[%d/%d] %s: %s", index, len(rows), row.name, "resuming" if resumed else "running")
+        logger.info(
+            "[%d/%d] %s: %s",
+            index,
+            len(rows),
+            row.name,
+            "resuming" if resumed else "running",
+        )
         start = time.perf_counter()
         try:
             params = execute(config_file, overrides, path / "train.log")
             load_metrics(path)  # a row without a validation is not done
-        except Exception as e:  # noqa: BLE001 -- one failed row must not stop the suite
+        except Exception as e:
             logger.exception("%s failed", row.name)
-            manifest.record(row.name, status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - start)
+            manifest.record(
+                row.name,
+                status="failed",
+                error=f"{type(e).__name__}: {e}",
+                seconds=time.perf_counter() - start,
+            )
             continue
         seconds = time.perf_counter() - start
         manifest.record(
@@ -343,7 +404,7 @@ def run_suite(
             params=params,
             resumed=resumed,
             weighting=overrides["weighting"],
-            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         logger.info("[%d/%d] %s: done in %.1f s", index, len(rows), row.name, seconds)
     return manifest

@@ -44,8 +44,8 @@ __all__ = [
     "BEST",
     "CENTRAL_TASK",
     "GRADIENT_STRATEGIES",
-    "Row",
     "SUITES",
+    "Row",
     "Suite",
     "full_suite",
     "get_suite",
@@ -53,7 +53,12 @@ __all__ = [
 ]
 
 #: The four tasks, in the bundle's default order (round-robin order of the sampler).
-ALL_TASKS: tuple[str, ...] = ("ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings")
+ALL_TASKS: tuple[str, ...] = (
+    "ct_organ_seg",
+    "nodule_malignancy",
+    "mammo_mass_det",
+    "cxr_findings",
+)
 #: The central task of Table 2, the transfer and the label-scarcity experiments.
 CENTRAL_TASK = "nodule_malignancy"
 #: Weighting placeholder: "the weighting of the best weighting/Table 2 row" (resolved at run time).
@@ -113,7 +118,9 @@ class Row:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigError(f"experiment row name {self.name!r} must match {_NAME.pattern} (it names a folder)")
+            raise ConfigError(
+                f"experiment row name {self.name!r} must match {_NAME.pattern} (it names a folder)"
+            )
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "weighting_params", _frozen(self.weighting_params))
         object.__setattr__(self, "label_fraction", _frozen(self.label_fraction))
@@ -146,7 +153,9 @@ class Row:
             name=self.setting + suffix,
             seed=seed,
             baselines={t: seeded(n) for t, n in self.baselines.items()},
-            pretrained_from=seeded(self.pretrained_from) if self.pretrained_from else None,
+            pretrained_from=seeded(self.pretrained_from)
+            if self.pretrained_from
+            else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -197,19 +206,28 @@ class Suite:
                 raise ConfigError(f"suite {self.name!r}: duplicate row {row.name!r}")
             missing = [d for d in row.depends_on if d not in seen]
             if missing:
-                raise ConfigError(f"suite {self.name!r}: row {row.name!r} depends on {missing}, which do not come before it")
+                raise ConfigError(
+                    f"suite {self.name!r}: row {row.name!r} depends on {missing}, which do not come before it"
+                )
             seen.add(row.name)
-        epochs, interval = int(self.settings["num_epochs"]), int(self.settings["val_interval"])
+        epochs, interval = (
+            int(self.settings["num_epochs"]),
+            int(self.settings["val_interval"]),
+        )
         if epochs % interval:
             # the table reads the last validation: it must be the one of the final model
-            raise ConfigError(f"suite {self.name!r}: num_epochs ({epochs}) must be a multiple of val_interval ({interval})")
+            raise ConfigError(
+                f"suite {self.name!r}: num_epochs ({epochs}) must be a multiple of val_interval ({interval})"
+            )
 
     def row(self, name: str) -> Row:
         """The row called ``name`` (``ConfigError`` listing the rows otherwise)."""
         for row in self.rows:
             if row.name == name:
                 return row
-        raise ConfigError(f"suite {self.name!r} has no row {name!r}; rows: {[r.name for r in self.rows]}")
+        raise ConfigError(
+            f"suite {self.name!r} has no row {name!r}; rows: {[r.name for r in self.rows]}"
+        )
 
     def select(self, names: Sequence[str] | None) -> list[Row]:
         """The rows called ``names`` plus, transitively, the rows they depend on, in suite order.
@@ -237,7 +255,10 @@ def best_candidates(rows: Sequence[Row]) -> list[Row]:
     return [
         r
         for r in rows
-        if r.group in BEST_CANDIDATE_GROUPS and r.seed == 0 and set(r.tasks) == set(ALL_TASKS) and not r.label_fraction
+        if r.group in BEST_CANDIDATE_GROUPS
+        and r.seed == 0
+        and set(r.tasks) == set(ALL_TASKS)
+        and not r.label_fraction
     ]
 
 
@@ -245,11 +266,15 @@ def _single_name(task: str) -> str:
     return f"single.{task}"
 
 
-def _baselines(tasks: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def _baselines(
+    tasks: Sequence[str], overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     return {t: (overrides or {}).get(t, _single_name(t)) for t in tasks}
 
 
-def _weighting_row(name: str, strategy: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Row:
+def _weighting_row(
+    name: str, strategy: str, params: Mapping[str, Any] | None = None, **kwargs: Any
+) -> Row:
     return Row(
         name=name,
         group=name.split(".", 1)[0],
@@ -268,13 +293,24 @@ def _table2_row(variant: str, schedule: Mapping[str, Any]) -> Row:
     if strategy == "pflp":
         extra = {"unit": schedule["unit"], "period": schedule["period"]}
     elif strategy == "itw":
-        extra = {"unit": schedule["unit"], "switch_at": schedule["switch_at"], "pflp_period": schedule["period"]}
-    return _weighting_row(f"table2.{variant}", strategy, {**params, **extra}, note=f"Table 2 {variant}")
+        extra = {
+            "unit": schedule["unit"],
+            "switch_at": schedule["switch_at"],
+            "pflp_period": schedule["period"],
+        }
+    return _weighting_row(
+        f"table2.{variant}", strategy, {**params, **extra}, note=f"Table 2 {variant}"
+    )
 
 
 def _static_row(aux_weight: float) -> Row:
     weights = {t: 3.0 if t == CENTRAL_TASK else aux_weight for t in ALL_TASKS}
-    return _weighting_row(f"table2.static-{aux_weight:g}", "static", {"weights": weights}, note=f"3:{aux_weight:g} without PFLP")
+    return _weighting_row(
+        f"table2.static-{aux_weight:g}",
+        "static",
+        {"weights": weights},
+        note=f"3:{aux_weight:g} without PFLP",
+    )
 
 
 def _best_row(name: str, **kwargs: Any) -> Row:
@@ -285,7 +321,15 @@ def _best_row(name: str, **kwargs: Any) -> Row:
 
 def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
     aux = tuple(t for t in ALL_TASKS if t != CENTRAL_TASK)
-    rows = [Row(name="transfer.pretrain", group="transfer", tasks=aux, baselines=_baselines(aux), note="pre-train the encoder on the auxiliary tasks")]
+    rows = [
+        Row(
+            name="transfer.pretrain",
+            group="transfer",
+            tasks=aux,
+            baselines=_baselines(aux),
+            note="pre-train the encoder on the auxiliary tasks",
+        )
+    ]
     for policy in freezes:
         rows.append(
             Row(
@@ -342,19 +386,45 @@ def _build(
     schedule: Mapping[str, Any],
     estimate_s: float,
 ) -> Suite:
-    singles = [Row(name=_single_name(t), group="single", tasks=(t,), headline=True, note="single-task baseline") for t in ALL_TASKS]
+    singles = [
+        Row(
+            name=_single_name(t),
+            group="single",
+            tasks=(t,),
+            headline=True,
+            note="single-task baseline",
+        )
+        for t in ALL_TASKS
+    ]
     rows: list[Row] = list(singles)
     for strategy in weightings:
-        rows.append(_weighting_row(f"weighting.{strategy}", strategy, headline=strategy == "equal"))
+        rows.append(
+            _weighting_row(
+                f"weighting.{strategy}", strategy, headline=strategy == "equal"
+            )
+        )
     rows += [_static_row(w) for w in static_aux]
     rows += [_table2_row(v, schedule) for v in table2]
-    rows += [_best_row(f"sharing.{mode}", sharing=mode, note=f"{mode} sharing with the best weighting") for mode in sharings]
+    rows += [
+        _best_row(
+            f"sharing.{mode}",
+            sharing=mode,
+            note=f"{mode} sharing with the best weighting",
+        )
+        for mode in sharings
+    ]
     rows += _transfer_rows(freezes)
     rows += _scarcity_rows(fractions)
     # seed 0 of the best setting is the winning candidate row itself; only other seeds are new runs
     best = _best_row("best", headline=True, note="the best weighting with another seed")
     rows += _with_seeds([*rows, best], seeds)
-    return Suite(name=name, preset=preset, settings=settings, rows=tuple(rows), estimate_s=estimate_s)
+    return Suite(
+        name=name,
+        preset=preset,
+        settings=settings,
+        rows=tuple(rows),
+        estimate_s=estimate_s,
+    )
 
 
 def smoke_suite() -> Suite:
@@ -364,9 +434,18 @@ def smoke_suite() -> Suite:
         "val_interval": 1,
         "num_workers": 0,
         "channels": [8, 16, 32, 64],
-        "batch_size": {"ct_organ_seg": 1, "nodule_malignancy": 4, "mammo_mass_det": 2, "cxr_findings": 4},
+        "batch_size": {
+            "ct_organ_seg": 1,
+            "nodule_malignancy": 4,
+            "mammo_mass_det": 2,
+            "cxr_findings": 4,
+        },
         "pipeline_options": {
-            "ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16], "num_samples": 1},
+            "ct_organ_seg": {
+                "pixdim": [8.0, 8.0, 8.0],
+                "spatial_size": [16, 16, 16],
+                "num_samples": 1,
+            },
             "nodule_malignancy": {"spatial_size": [16, 16, 16]},
             "mammo_mass_det": {"spatial_size": [64, 48]},
             "cxr_findings": {"spatial_size": [32, 32]},
@@ -396,18 +475,27 @@ def full_suite() -> Suite:
     The sizes (widths, patches, epochs, steps per epoch) come from timed rows on the reference
     machine (2 CPU cores); see ``docs/results.md`` for the measurements and the estimate.
     """
-    epochs = 8
+    epochs = 6
     settings = {
         "num_epochs": epochs,
         "val_interval": 2,
         "num_workers": 1,
-        "channels": [16, 32, 64, 128],
-        "batch_size": {"ct_organ_seg": 2, "nodule_malignancy": 16, "mammo_mass_det": 8, "cxr_findings": 16},
+        "channels": [8, 16, 32, 64],
+        "batch_size": {
+            "ct_organ_seg": 1,  # whole CT volumes of different sizes are validated with this batch size
+            "nodule_malignancy": 16,
+            "mammo_mass_det": 8,
+            "cxr_findings": 16,
+        },
         "pipeline_options": {
-            "ct_organ_seg": {"pixdim": [6.0, 6.0, 6.0], "spatial_size": [32, 32, 32], "num_samples": 2},
-            "nodule_malignancy": {"spatial_size": [32, 32, 32]},
-            "mammo_mass_det": {"spatial_size": [160, 112]},
-            "cxr_findings": {"spatial_size": [96, 96]},
+            "ct_organ_seg": {
+                "pixdim": [6.0, 6.0, 6.0],
+                "spatial_size": [32, 32, 32],
+                "num_samples": 2,
+            },
+            "nodule_malignancy": {"spatial_size": [24, 24, 24]},
+            "mammo_mass_det": {"spatial_size": [128, 96]},
+            "cxr_findings": {"spatial_size": [64, 64]},
         },
     }
     # ITW warms up for half of training, then focuses; PFLP rotates the focus every epoch
@@ -435,5 +523,7 @@ SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke_suite, "full": full_sui
 def get_suite(name: str) -> Suite:
     """The suite ``name`` (``ConfigError`` listing the suites otherwise)."""
     if name not in SUITES:
-        raise ConfigError(f"unknown experiment suite {name!r}; expected one of {sorted(SUITES)}")
+        raise ConfigError(
+            f"unknown experiment suite {name!r}; expected one of {sorted(SUITES)}"
+        )
     return SUITES[name]()

@@ -67,6 +67,8 @@ class MultiTaskNet(nn.Module):
         hidden_channels: hidden width of the classification / multilabel MLPs.
         fpn_channels: FPN and RetinaNet tower width of detection heads.
         fpn_levels: pyramid levels used by detection heads (default all but level 0).
+        default_task: task run by ``net(x)`` without a task (e.g. for TorchScript export with
+            ``ckpt_export --use_trace``, ``verify_net_in_out``); the state dict does not change.
 
     Outputs of ``net(x, task)`` by task kind: segmentation (B, num_classes, *spatial) logits at
     input size (``spatial`` divisible by :attr:`size_divisible`); classification (B, num_classes)
@@ -92,10 +94,14 @@ class MultiTaskNet(nn.Module):
         hidden_channels: int = 128,
         fpn_channels: int = 64,
         fpn_levels: Sequence[int] | None = None,
+        default_task: str | None = None,
     ):
         super().__init__()
         specs = resolve_task_specs(tasks)
         self.task_specs: dict[str, TaskSpec] = {s.name: s for s in specs}
+        if default_task is not None and default_task not in self.task_specs:
+            raise ConfigError(f"default_task {default_task!r} is not one of the tasks {list(self.task_specs)}")
+        self.default_task = default_task
         self.sharing = sharing
         encoder_kwargs = {
             "in_channels": in_channels,
@@ -134,6 +140,8 @@ class MultiTaskNet(nn.Module):
         return self.trunk.size_divisible
 
     def _task(self, task: str | None) -> TaskSpec:
+        if task is None and self.default_task is not None:
+            task = self.default_task
         if task is None:
             if len(self.task_specs) == 1:
                 return next(iter(self.task_specs.values()))

@@ -26,7 +26,12 @@ from medmtl.data.convert.cbis_ddsm import convert_cbis_ddsm
 from medmtl.data.convert.cxr14 import convert_cxr14
 from medmtl.data.convert.lidc import convert_lidc
 from medmtl.data.convert.msd import convert_msd
-from medmtl.data.convert.result import ConversionProblem, ConversionResult, merge_datalists, problems_path
+from medmtl.data.convert.result import (
+    ConversionProblem,
+    ConversionResult,
+    merge_datalists,
+    problems_path,
+)
 
 __all__ = [
     "CONVERTERS",

@@ -56,7 +56,7 @@ class ConversionProblem:
 def problems_path(datalist: str | Path) -> Path:
     """The side file holding the problems of a converted datalist (``datalist.problems.json``)."""
     datalist = Path(datalist)
-    stem = datalist.name[: -len(".json")] if datalist.name.endswith(".json") else datalist.name
+    stem = datalist.name.removesuffix(".json")
     return datalist.with_name(f"{stem}.problems.json")
 
 

@@ -1,0 +1,168 @@
+"""The medmtl_multitask bundle end to end, in the model-zoo style: tiny data, shrinking overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+
+from medmtl.data.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
+TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
+MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
+METADATA, SCHEMA = CONFIGS / "metadata.json", CONFIGS / "metadata_schema.json"
+
+SHRINK = {
+    "num_workers": 0,
+    "pipeline_options#ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32], "num_samples": 1},
+    "pipeline_options#mammo_mass_det#spatial_size": [96, 64],
+    "pipeline_options#cxr_findings#spatial_size": [64, 64],
+    "channels": [8, 16, 32, 32],
+}
+
+
+def cli_args(overrides: dict) -> list[str]:
+    return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
+
+
+def bundle_run(configs: list[Path], overrides: dict, torchrun: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
+    config = json.dumps([str(c) for c in configs]) if len(configs) > 1 else str(configs[0])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [sys.executable]
+    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def check(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    generate(out, preset="tiny", seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    check(bundle_run([TRAIN], {"bundle_root": str(root), "dataset_dir": str(tiny), "num_epochs": 1, "val_interval": 1, **SHRINK}))
+    return root
+
+
+def test_metadata_verifies_against_shipped_schema() -> None:
+    verify_metadata(meta_file=str(METADATA), filepath=str(SCHEMA))
+    meta = json.loads(METADATA.read_text())
+    tasks = {v["task"] for v in meta["network_data_format"]["inputs"].values()}
+    assert tasks == {"ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"}
+
+
+@pytest.mark.parametrize("task,n", [("ct_organ_seg", 4), ("nodule_malignancy", 1), ("cxr_findings", 8)])
+def test_verify_net_in_out_per_task(task: str, n: int) -> None:
+    fmt = json.loads(METADATA.read_text())["network_data_format"]
+    suffix = "" if task == "ct_organ_seg" else f"_{task}"
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(METADATA), config_file=str(TRAIN), n=n,
+        **{"network_def#default_task": task,
+           "_meta_#network_data_format#inputs#image": fmt["inputs"][f"image{suffix}"],
+           "_meta_#network_data_format#outputs#pred": fmt["outputs"][f"pred{suffix}"]},
+    )
+
+
+def test_train_workflow_properties(tiny: Path, tmp_path: Path) -> None:
+    workflow = ConfigWorkflow(config_file=str(TRAIN), workflow_type="train", bundle_root=str(tmp_path), dataset_dir=str(tiny), **SHRINK)
+    workflow.initialize()
+    assert not workflow.check_properties()
+
+
+def test_training_writes_checkpoints_logs_and_metrics(trained: Path) -> None:
+    models = trained / "models"
+    assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=1.pt").is_file()
+    assert list((trained / "eval").glob("events.out.tfevents.*"))
+    metrics = json.loads((trained / "eval" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"}
+    assert "dice_mean" in metrics["tasks"]["ct_organ_seg"] and "map@0.1" in metrics["tasks"]["mammo_mass_det"]
+    state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("trunk.") for k in state)
+
+
+def test_rerun_without_resume_refuses_to_overwrite(trained: Path, tiny: Path) -> None:
+    before = (trained / "models" / "model.pt").read_bytes()
+    result = bundle_run([TRAIN], {"bundle_root": str(trained), "dataset_dir": str(tiny), "num_epochs": 1, **SHRINK})
+    assert result.returncode != 0
+    assert "earlier run's outputs exist" in result.stdout + result.stderr
+    assert (trained / "models" / "model.pt").read_bytes() == before
+
+
+def test_resume_continues_to_the_next_epoch(trained: Path, tiny: Path, tmp_path: Path) -> None:
+    root = tmp_path / "resumed"
+    (root / "models").mkdir(parents=True)
+    for f in (trained / "models").glob("*.pt"):
+        (root / "models" / f.name).write_bytes(f.read_bytes())
+    check(bundle_run([TRAIN], {"bundle_root": str(root), "dataset_dir": str(tiny), "num_epochs": 2, "val_interval": 1, "resume": True, **SHRINK}))
+    assert (root / "models" / "checkpoint_epoch=2.pt").is_file()
+    assert json.loads((root / "eval" / "metrics.json").read_text())["epoch"] == 2
+
+
+def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
+    check(bundle_run([TRAIN, EVALUATE], {"bundle_root": str(trained), "dataset_dir": str(tiny), **SHRINK}))
+    metrics = json.loads((trained / "eval" / "metrics_test.json").read_text())
+    assert metrics["tasks"]["nodule_malignancy"]["accuracy"] >= 0.0
+    assert "delta_m" not in metrics  # no baselines given
+
+
+def test_single_task_baselines_give_delta_m(tiny: Path, tmp_path: Path) -> None:
+    tasks = ["nodule_malignancy", "cxr_findings"]
+    baselines = []
+    for task in tasks:
+        root = tmp_path / task
+        check(bundle_run([TRAIN], {"bundle_root": str(root), "dataset_dir": str(tiny), "tasks": task, "num_epochs": 1, "val_interval": 1, **SHRINK}))
+        baselines.append(str(root / "eval" / "metrics.json"))
+    root = tmp_path / "mtl"
+    check(bundle_run([TRAIN], {"bundle_root": str(root), "dataset_dir": str(tiny), "tasks": ",".join(tasks), "num_epochs": 1, "val_interval": 1,
+                               "weighting": "static", "weighting_params": {"weights": "3:1"}, "baselines": baselines, **SHRINK}))
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert metrics["key_metric"] == "delta_m"
+    assert set(metrics["delta_m"]["per_task"]) == set(tasks)
+    assert metrics["score"] == pytest.approx(metrics["delta_m"]["delta_m"])
+
+
+def test_ckpt_export_traces_a_task(trained: Path) -> None:
+    out = trained / "nodule.ts"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out),
+         "--ckpt_file", str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", str(METADATA),
+         "--config_file", str(TRAIN), "--network_def#default_task", "nodule_malignancy", "--use_trace", "true",
+         "--input_shape", "[1, 1, 32, 32, 32]", *cli_args({"channels": SHRINK["channels"]})],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    check(result)
+    exported = torch.jit.load(str(out))
+    assert exported(torch.rand(2, 1, 32, 32, 32)).shape == (2, 2)
+
+
+def test_torchrun_two_processes_train_and_evaluate_each_sample_once(tiny: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ddp"
+    common = {"bundle_root": str(root), "dataset_dir": str(tiny), **SHRINK}
+    check(bundle_run([TRAIN, MULTI_GPU_TRAIN], {**common, "num_epochs": 1}, torchrun=2))
+    assert (root / "models" / "model.pt").is_file()
+    # only rank 0 logs: one process wrote TensorBoard events
+    writers = {p.name.split(".")[-2] for p in (root / "eval").glob("events.out.tfevents.*")}
+    assert len(writers) == 1
+    check(bundle_run([TRAIN, EVALUATE, MULTI_GPU_EVALUATE], {**common, "output_dir": str(root / "ddp_eval")}, torchrun=2))
+    check(bundle_run([TRAIN, EVALUATE], {**common, "output_dir": str(root / "single_eval")}))
+    ddp = json.loads((root / "ddp_eval" / "metrics_test.json").read_text())["tasks"]
+    single = json.loads((root / "single_eval" / "metrics_test.json").read_text())["tasks"]
+    assert ddp["mammo_mass_det"]["num_images"] == single["mammo_mass_det"]["num_images"]
+    for task, values in single.items():
+        for key, value in values.items():
+            assert ddp[task][key] == pytest.approx(value, abs=1e-5, nan_ok=True), (task, key)

@@ -1,0 +1,314 @@
+"""Experiment suites: definitions, overrides, Δm, run bookkeeping/resume, and the smoke suite end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
+from medmtl.errors import ConfigError
+from medmtl.experiments import (
+    bundle_overrides,
+    get_suite,
+    row_dir,
+    run_suite,
+    write_report,
+)
+from medmtl.experiments.records import row_delta_m
+from medmtl.experiments.runner import Manifest
+from medmtl.experiments.suites import (
+    ALL_TASKS,
+    CENTRAL_TASK,
+    GRADIENT_STRATEGIES,
+    Row,
+    Suite,
+)
+from medmtl.tasks import get_task
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fake_metrics(tasks, value: float) -> dict:
+    out = {}
+    for task in tasks:
+        spec = get_task(task)
+        out[task] = {summary_key(spec, m): value for m in spec.metrics}
+        if spec.kind == "detection":
+            out[task].update({f"recall@fp={r:g}": value for r in DEFAULT_FP_RATES})
+    return out
+
+
+def test_full_suite_covers_the_plan():
+    suite = get_suite("full")
+    names = {r.name for r in suite.rows}
+    assert {f"single.{t}" for t in ALL_TASKS} <= names
+    for strategy in ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "famo"):
+        assert f"weighting.{strategy}" in names
+    for variant in (
+        "MTL",
+        "MTL0",
+        "MTL1",
+        "MTL2",
+        "MTL3",
+        "MTL4",
+        "ITW1",
+        "ITW2",
+        "ITW3",
+    ):
+        assert f"table2.{variant}" in names
+    assert {
+        "sharing.soft",
+        "sharing.mixed",
+        "transfer.pretrain",
+        "transfer.freeze-none",
+    } <= names
+    assert {
+        "transfer.freeze-stages2",
+        "transfer.freeze-encoder",
+        "scarcity.single-f0.1",
+        "scarcity.best-f0.3",
+    } <= names
+    # three seeds of every headline setting
+    for setting in [f"single.{t}" for t in ALL_TASKS] + ["weighting.equal", "best"]:
+        assert {f"{setting}@s1", f"{setting}@s2"} <= names
+    for row in suite.rows:
+        if row.weighting in GRADIENT_STRATEGIES:
+            assert row.sampling == "all", row.name
+    # Table 2: 3 for the central task, the same auxiliary weight for the other three, with/without PFLP
+    for aux, variant in ((0.01, "MTL0"), (0.1, "MTL1"), (1.0, "MTL2"), (6.0, "MTL4")):
+        static, pflp = (
+            suite.row(f"table2.static-{aux:g}"),
+            suite.row(f"table2.{variant}"),
+        )
+        assert static.weighting == "static" and pflp.weighting == "pflp"
+        for weights in (
+            static.weighting_params["weights"],
+            pflp.weighting_params["base_weights"],
+        ):
+            assert weights == {t: 3.0 if t == CENTRAL_TASK else aux for t in ALL_TASKS}
+    itw = suite.row("table2.ITW1")
+    assert (
+        itw.weighting == "itw"
+        and itw.weighting_params["switch_at"] == suite.settings["num_epochs"] // 2
+    )
+    transfer = suite.row("transfer.freeze-stages2")
+    assert transfer.tasks == (CENTRAL_TASK,) and transfer.freeze == "stages:2"
+    assert suite.row("transfer.pretrain").tasks == tuple(
+        t for t in ALL_TASKS if t != CENTRAL_TASK
+    )
+    assert (
+        suite.row("scarcity.best-f0.1").baselines[CENTRAL_TASK]
+        == "scarcity.single-f0.1"
+    )
+    seeded = suite.row("weighting.equal@s2")
+    assert seeded.seed == 2 and set(seeded.baselines.values()) == {
+        f"single.{t}@s2" for t in ALL_TASKS
+    }
+
+
+def test_suite_order_and_selection():
+    with pytest.raises(ConfigError, match="depends on"):
+        Suite(
+            "bad",
+            "tiny",
+            {"num_epochs": 2, "val_interval": 1},
+            (
+                Row("b", "x", ("cxr_findings",), pretrained_from="a"),
+                Row("a", "x", ("cxr_findings",)),
+            ),
+        )
+    with pytest.raises(ConfigError, match="multiple of val_interval"):
+        Suite("bad", "tiny", {"num_epochs": 3, "val_interval": 2}, ())
+    with pytest.raises(ConfigError, match="folder"):
+        Row("a/b", "x", ("cxr_findings",))
+    suite = get_suite("smoke")
+    chosen = [r.name for r in suite.select(["transfer.freeze-encoder"])]
+    assert chosen[-1] == "transfer.freeze-encoder" and "transfer.pretrain" in chosen
+    # a best-weighting row pulls in the candidates it is chosen from
+    assert {"weighting.equal", "weighting.pcgrad", "table2.ITW2"} <= {
+        r.name for r in suite.select(["sharing.soft"])
+    }
+    with pytest.raises(ConfigError, match="no row"):
+        suite.select(["nope"])
+
+
+def test_bundle_overrides(tmp_path):
+    suite = get_suite("smoke")
+    over = bundle_overrides(suite, suite.row("transfer.freeze-encoder"), tmp_path)
+    assert over["pretrained"] == str(
+        row_dir(tmp_path, "transfer.pretrain") / "models" / "model.pt"
+    )
+    assert over["tasks"] == CENTRAL_TASK and over["freeze"] == "encoder"
+    assert set(over["batch_size"]) == {CENTRAL_TASK}
+    assert over["bundle_root"] == str(row_dir(tmp_path, "transfer.freeze-encoder"))
+    with pytest.raises(ConfigError, match="best"):
+        bundle_overrides(suite, suite.row("sharing.soft"), tmp_path)
+    best = {"weighting": "pcgrad", "weighting_params": {}, "sampling": "all"}
+    over = bundle_overrides(suite, suite.row("sharing.soft"), tmp_path, best)
+    assert (over["weighting"], over["sampling"], over["sharing"]) == (
+        "pcgrad",
+        "all",
+        "soft",
+    )
+
+
+def test_row_delta_m_leaves_out_undefined_metrics():
+    base = {
+        "nodule_malignancy": {"auc": 0.0, "accuracy": 0.5},
+        "cxr_findings": {"auc_mean": 0.8},
+    }
+    result = {
+        "nodule_malignancy": {"auc": 0.7, "accuracy": 0.6},
+        "cxr_findings": {"auc_mean": 0.6},
+    }
+    out = row_delta_m(result, base)
+    assert out["excluded"] == ["nodule_malignancy/auc (baseline is 0)"]
+    assert out["per_task"]["nodule_malignancy"] == pytest.approx(20.0)
+    assert out["delta_m"] == pytest.approx((20.0 - 25.0) / 2)
+    assert math.isnan(
+        row_delta_m(
+            {"nodule_malignancy": {"auc": 0.7, "accuracy": 0.5}},
+            {"nodule_malignancy": {"auc": 0.0, "accuracy": 0.0}},
+        )["delta_m"]
+    )
+
+
+def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
+    """A failed row is recorded, its dependants skipped; a rerun runs only what is not done,
+    resuming a row that left a checkpoint."""
+    suite = get_suite("smoke")
+    data = tmp_path / "data_src"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")  # the fake executor never reads it
+    calls: list[tuple[str, bool]] = []
+    broken = {"transfer.pretrain"}
+
+    def fake(config_file, overrides, log_file):
+        root = Path(overrides["bundle_root"])
+        calls.append((root.name, overrides["resume"]))
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        (root / "models" / "checkpoint_epoch=1.pt").write_bytes(b"")
+        if root.name in broken:
+            raise RuntimeError("boom")
+        value = 0.6 if len(overrides["tasks"].split(",")) > 1 else 0.5
+        if overrides["weighting"] == "pcgrad":
+            value = 0.8
+        tasks = overrides["tasks"].split(",")
+        (root / "eval").mkdir(exist_ok=True)
+        (root / "eval" / "metrics.json").write_text(
+            json.dumps(
+                {"epoch": 1, "score": value, "tasks": _fake_metrics(tasks, value)}
+            )
+        )
+        return {"total": 10, "trainable": 10}
+
+    out = tmp_path / "out"
+    manifest = run_suite(suite, out, dataset_dir=data, execute=fake)
+    assert (
+        manifest.rows["transfer.pretrain"]["status"] == "failed"
+        and "boom" in manifest.rows["transfer.pretrain"]["error"]
+    )
+    assert manifest.rows["transfer.freeze-encoder"]["status"] == "skipped"
+    assert (
+        manifest.best["row"] == "weighting.pcgrad"
+        and manifest.best["criterion"] == "delta_m"
+    )
+    assert (
+        json.loads((row_dir(out, "sharing.soft") / "row.json").read_text())[
+            "overrides"
+        ]["weighting"]
+        == "pcgrad"
+    )
+    assert (
+        "monai.bundle run" in (row_dir(out, "sharing.soft") / "command.sh").read_text()
+    )
+    assert len(calls) == len(suite.rows) - 1
+
+    broken.clear()
+    calls.clear()
+    manifest = run_suite(suite, out, dataset_dir=data, execute=fake)
+    # only the failed row (resumed from its checkpoint) and its dependant (fresh) run again
+    assert calls == [("transfer.pretrain", True), ("transfer.freeze-encoder", False)]
+    assert all(manifest.done(r.name) for r in suite.rows)
+    assert Manifest(out / "runs.json").rows == manifest.rows
+    with pytest.raises(ConfigError, match="another --out"):
+        run_suite(get_suite("full"), out, dataset_dir=data, execute=fake)
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(tmp_path):
+    """The real smoke suite: every row trains and validates, the report and plots are written,
+    and a rerun does nothing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # far faster than 2 threads on a busy 2-core machine
+    try:
+        suite = get_suite("smoke")
+        manifest = run_suite(suite, tmp_path)
+        assert {n: e["status"] for n, e in manifest.rows.items()} == {
+            r.name: "done" for r in suite.rows
+        }
+        report = write_report(suite, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+    results = json.loads(report["tables"]["json"].read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert set(rows) == {r.name for r in suite.rows}
+    for name, r in rows.items():
+        assert r["seconds"] > 0 and r["params_total"] > 0
+        assert set(r["metrics"]) == set(suite.row(name).tasks)
+        if len(r["tasks"]) > 1:
+            assert isinstance(r["delta_m"], float) and set(
+                r["delta_m_per_task"]
+            ) <= set(r["tasks"]), name
+    assert (
+        rows["transfer.freeze-encoder"]["params_trainable"]
+        < rows["transfer.freeze-encoder"]["params_total"]
+    )
+    assert (
+        rows["sharing.soft"]["params_total"] > rows["weighting.equal"]["params_total"]
+    )
+    assert (
+        rows["sharing.soft"]["weighting"]
+        == Manifest(tmp_path / "runs.json").rows["sharing.soft"]["weighting"]
+    )
+
+    with report["tables"]["csv"].open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["row"] for r in table] == [r.name for r in suite.rows]
+    assert {
+        "delta_m",
+        "seconds",
+        "params_total",
+        "nodule_malignancy/auc",
+        "mammo_mass_det/froc",
+    } <= set(table[0])
+    assert all(
+        r["delta_m"] not in ("", "None")
+        for r in table
+        if r["group"] in ("weighting", "table2", "sharing")
+    )
+    md = report["tables"]["md"].read_text()
+    assert "| `weighting.equal` |" in md and "Headline settings" in md
+
+    names = {p.name for p in report["plots"]}
+    assert {f"learning_curves_{t}.png" for t in ALL_TASKS} | {
+        "loss_weights.png",
+        "metric_bars.png",
+        "froc_mammo_mass_det.png",
+    } <= names
+    import matplotlib.image
+
+    for path in report["plots"]:
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        assert matplotlib.image.imread(path).shape[0] > 100
+
+    before = json.loads((tmp_path / "runs.json").read_text())
+    assert (
+        run_suite(suite, tmp_path).rows == before["rows"]
+    )  # everything done: nothing reruns

@@ -1,0 +1,72 @@
+"""The notebooks in ``notebooks/`` run top to bottom on tiny settings and draw figures.
+
+Each notebook is executed with ``nbclient`` in a ``python3`` kernel running this interpreter, with
+this checkout first on ``PYTHONPATH`` and a temporary working directory. A failing cell fails the
+test; an executed notebook must hold at least one ``image/png`` output. The committed notebooks
+must carry no outputs, and running them must write only into their temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+KERNEL = "python3"
+
+
+def _notebooks_snapshot() -> dict[str, float]:
+    """Modification times under ``notebooks/``, where a notebook run from its folder would write.
+
+    (The rest of the tree is not watched: other processes may legitimately change it meanwhile.)
+    """
+    return {str(p): p.stat().st_mtime for p in (REPO / "notebooks").rglob("*")}
+
+
+def test_notebooks_exist():
+    names = [p.name for p in NOTEBOOKS]
+    assert names == ["01_data_exploration.ipynb", "02_multitask_training.ipynb", "03_weighting_strategies.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{path.name} has no code cell"
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} is stored with outputs"
+    assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
+    # the kernel must be this interpreter (the venv with medmtl's dependencies): jupyter_client
+    # substitutes sys.executable for the "python" of the python3 kernel spec that ipykernel ships
+    cmd = KernelManager(kernel_name=KERNEL).format_kernel_cmd()
+    assert Path(cmd[0]).resolve() == Path(sys.executable).resolve(), f"kernel {KERNEL!r} would run {cmd[0]}, not {sys.executable}"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    # CI exports MPLBACKEND=Agg for scripts; figures in a kernel need the inline backend
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.delenv("MEDMTL_EXPERIMENT_TABLE", raising=False)
+    monkeypatch.delenv("MEDMTL_DATALIST", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile.mkdtemp() land in this test's folder
+    before = _notebooks_snapshot()
+
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError naming the cell on the first failing cell
+
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, f"{path.name} drew no figure"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
+    assert not errors
+    assert _notebooks_snapshot() == before, "the notebook wrote into notebooks/"
+    assert any(tmp_path.iterdir()), "the notebook wrote nothing into its temporary folder"
