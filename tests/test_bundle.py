@@ -153,7 +153,7 @@ def test_ckpt_export_traces_a_task(trained: Path) -> None:
 def test_torchrun_two_processes_train_and_evaluate_each_sample_once(tiny: Path, tmp_path: Path) -> None:
     root = tmp_path / "ddp"
     common = {"bundle_root": str(root), "dataset_dir": str(tiny), **SHRINK}
-    check(bundle_run([TRAIN, MULTI_GPU_TRAIN], {**common, "num_epochs": 1}, torchrun=2))
+    check(bundle_run([TRAIN, MULTI_GPU_TRAIN], {**common, "num_epochs": 1, "val_interval": 1}, torchrun=2))
     assert (root / "models" / "model.pt").is_file()
     # only rank 0 logs: one process wrote TensorBoard events
     writers = {p.name.split(".")[-2] for p in (root / "eval").glob("events.out.tfevents.*")}

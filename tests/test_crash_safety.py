@@ -121,11 +121,6 @@ def test_the_kill_happened_while_a_checkpoint_was_written(killed_run: dict) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="MONAI's CheckpointSaver builds ignite DiskSaver(atomic=False) (monai/handlers/checkpoint_saver.py): "
-    "a kill mid-write leaves a partial checkpoint_epoch=2.pt; the bundle needs an atomic saver (see SECURITY.md)",
-)
 def test_a_killed_write_leaves_no_partial_file_under_a_final_name(killed_run: dict) -> None:
     finals = [p for p in killed_run["ckpt"].iterdir() if p.suffix == ".pt" and not p.name.startswith(".")]
     assert finals, "no checkpoint at all"

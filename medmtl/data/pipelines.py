@@ -85,6 +85,7 @@ from monai.transforms import (
 
 from medmtl.data.transforms import (
     BoxesFollowd,
+    CheckImaged,
     CropAroundWorldCenterd,
     ForegroundThreshold,
     LoadMedicalImaged,
@@ -258,7 +259,13 @@ def modality_transforms(
         modality_keys="image",
     )
     build = {"ct": _ct, "cxr": _cxr, "mammo": _mammo}[modality]
-    pipeline = ModalityCompose([load, *build(keys, train, opts), *_finalize(keys)])
+    # content checks right after loading, before resampling could hide a misaligned mask
+    check = CheckImaged(
+        keys.images,
+        label_keys=keys.images[1:],
+        num_classes=spec.num_classes if spec is not None and spec.label_is_image else None,
+    )
+    pipeline = ModalityCompose([load, check, *build(keys, train, opts), *_finalize(keys)])
     if opts["seed"] is not None:
         pipeline.set_random_state(seed=int(opts["seed"]))
     return pipeline

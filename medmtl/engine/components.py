@@ -58,7 +58,6 @@ def ensure_dataset(dataset_dir: str | Path, preset: str = "small", seed: int = 0
     from medmtl.data.synthetic import generate
 
     logger.warning("no datalist at %s: generating the synthetic %r preset (seed %d) there", datalist, preset, seed)
-    print(f"medmtl: no datalist at {datalist}; generating the synthetic '{preset}' preset (seed {seed}) there", flush=True)
     return str(generate(dataset_dir, preset=preset, seed=seed))
 
 

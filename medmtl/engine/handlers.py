@@ -4,6 +4,10 @@
   ``load_state_dict``, so MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` save and restore
   them with the model (exact resume).
 - :class:`ProgressBar`: ignite's tqdm bar showing the weighted loss.
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` writing through
+  :func:`medmtl.engine.checkpoint.save_checkpoint` (temp file, fsync, rename). MONAI's own saver
+  uses ignite's ``DiskSaver(atomic=False)`` (for group-readable files), so a crash during a write
+  leaves a truncated checkpoint under its final name; ours never does, and keeps umask permissions.
 - :class:`MetricsWriter`: writes the evaluator's per-task metrics (and Δm) to a JSON file,
   atomically, on rank 0 only. MONAI's ``MetricsSaver`` writes one CSV per metric; a single JSON
   with nested per-task results is what the experiment runner and users read.
@@ -20,11 +24,14 @@ from typing import Any
 import torch.distributed as dist
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from medmtl.engine.checkpoint import capture_rng_state, restore_rng_state
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointSaver
+
+from medmtl.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["MetricsWriter", "ProgressBar", "RNGState", "write_json_atomic"]
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "MetricsWriter", "ProgressBar", "RNGState", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
@@ -112,3 +119,33 @@ class ProgressBar:
             return {"loss": float(output["loss"])} if isinstance(output, dict) and "loss" in output else {}
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=loss_only)
+
+
+class AtomicDiskSaver(BaseSaveHandler):
+    """An ignite save handler that writes each checkpoint atomically with :func:`save_checkpoint`.
+
+    Args:
+        dirname: folder of the checkpoints.
+        filename: fixed file name (MONAI's ``final_filename`` / ``key_metric_filename``), else the
+            name ignite chooses.
+    """
+
+    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
+        self.dirname = Path(dirname)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        save_checkpoint(self.dirname / (self.filename or filename), checkpoint, overwrite=True)
+
+    def remove(self, filename: str) -> None:
+        (self.dirname / (self.filename or filename)).unlink(missing_ok=True)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) whose files are written atomically."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if ckpt is not None:
+                ckpt.save_handler = AtomicDiskSaver(self.save_dir, getattr(ckpt.save_handler, "filename", None))

@@ -475,7 +475,7 @@ def full_suite() -> Suite:
     The sizes (widths, patches, epochs, steps per epoch) come from timed rows on the reference
     machine (2 CPU cores); see ``docs/results.md`` for the measurements and the estimate.
     """
-    epochs = 6
+    epochs = 4
     settings = {
         "num_epochs": epochs,
         "val_interval": 2,
@@ -512,7 +512,7 @@ def full_suite() -> Suite:
         fractions=(0.1, 0.3),
         seeds=(0, 1, 2),
         schedule=schedule,
-        estimate_s=3 * 3600.0,
+        estimate_s=2.8 * 3600.0,
     )
 
 
