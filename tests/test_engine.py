@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.handlers import CheckpointLoader, CheckpointSaver
 from ignite.engine import Events
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.inferers import SlidingWindowInferer
 
 from medmtl.engine.evaluator import MultiTaskEvaluator, TaskChainLoader

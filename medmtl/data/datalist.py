@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from medmtl.data.formats import is_dicom_file
 from medmtl.errors import ConfigError, DatalistError, DatalistProblem
 from medmtl.tasks import TASKS, TaskSpec
 
@@ -66,7 +67,7 @@ def _read_size(path: Path) -> tuple[int, ...]:
     name = path.name.lower()
     if path.is_dir():
         # a series folder may hold other files too (LIDC keeps its XML reads beside the slices)
-        files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".") and _is_dicom(f)]
+        files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom_file(f)]
         if not files:
             raise ValueError("DICOM series folder holds no DICOM files")
         return (*_dicom_size(files[0]), len(files))
@@ -102,18 +103,6 @@ def _dicom_size(path: Path) -> tuple[int, int]:
         if available < needed:
             raise ValueError(f"DICOM file is truncated: pixel data needs {needed} bytes, the file holds at most {available}")
     return int(ds.Columns), int(ds.Rows)
-
-
-def _is_dicom(path: Path) -> bool:
-    """DICOM by suffix or by the ``DICM`` marker after the 128-byte preamble."""
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _resolve(base: Path, value: Any) -> Path:

@@ -33,6 +33,8 @@ from monai.data import ImageReader
 from monai.data.utils import orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from medmtl.data.formats import DICOM_SUFFIXES, is_dicom_file
+
 __all__ = [
     "DICOM_SUFFIXES",
     "DICOM_TAGS",
@@ -65,7 +67,6 @@ DICOM_TAGS: dict[str, str] = {
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 #: Meta key of the VOI window ``(center, width)`` expressed in the value space of the returned array.
 VOI_WINDOW_KEY = "voi_window"
@@ -74,17 +75,6 @@ VOI_WINDOW_KEY = "voi_window"
 def dicom_tag(meta: dict[str, Any], name: str) -> str:
     """The value of DICOM attribute ``name`` (a key of :data:`DICOM_TAGS`) in ``meta``, ``""`` if absent."""
     return str(meta.get(DICOM_TAGS[name], "")).strip()
-
-
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.lower().endswith(DICOM_SUFFIXES):
-        return True
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def image_format(path: PathLike) -> str:
@@ -103,7 +93,7 @@ def image_format(path: PathLike) -> str:
         return "nifti"
     if name.endswith(PIL_SUFFIXES):
         return "pil"
-    if _is_dicom_file(p):
+    if is_dicom_file(p):
         return "dicom"
     raise ValueError(
         f"unsupported image type; expected NIfTI {NIFTI_SUFFIXES}, {PIL_SUFFIXES}, a DICOM file or a DICOM series folder"
@@ -151,7 +141,7 @@ class SimpleITKDicomReader(ImageReader):
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         """True when every name is a DICOM file (by suffix or ``DICM`` preamble) or a folder."""
         return all(
-            Path(f).is_dir() or _is_dicom_file(Path(f)) for f in ensure_tuple(filename)
+            Path(f).is_dir() or is_dicom_file(Path(f)) for f in ensure_tuple(filename)
         )
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> Any:
@@ -201,7 +191,7 @@ class SimpleITKDicomReader(ImageReader):
                 if reader.HasMetaDataKey(0, k)
             }
         else:
-            if not _is_dicom_file(path):
+            if not is_dicom_file(path):
                 # refuse, so that ``LoadImage(reader=SimpleITKDicomReader())`` falls back to its
                 # default readers (nibabel for NIfTI, PIL for PNG) instead of SimpleITK reading them
                 raise ValueError(f"{path} is not a DICOM file")

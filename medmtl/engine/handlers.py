@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from monai.utils import IgniteInfo, min_version, optional_import
-
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
 
-from medmtl.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from medmtl.engine.checkpoint import (
+    capture_rng_state,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 

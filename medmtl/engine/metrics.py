@@ -43,7 +43,12 @@ from monai.apps.detection.metrics.coco import COCOMetric
 from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 from monai.data.meta_tensor import MetaTensor
-from monai.metrics import DiceMetric, HausdorffDistanceMetric, ROCAUCMetric, compute_roc_auc
+from monai.metrics import (
+    DiceMetric,
+    HausdorffDistanceMetric,
+    ROCAUCMetric,
+    compute_roc_auc,
+)
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 from monai.networks.utils import one_hot
 

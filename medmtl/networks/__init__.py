@@ -14,14 +14,30 @@
 
 from __future__ import annotations
 
-from medmtl.networks.accounting import parameter_ratio, parameter_summary, single_task_parameter_total
+from medmtl.networks.accounting import (
+    parameter_ratio,
+    parameter_summary,
+    single_task_parameter_total,
+)
 from medmtl.networks.benchmark import benchmark_encoder_2d, plain_2d_twin
 from medmtl.networks.blocks import ConvNormAct, DimsConv, DimsNorm, ResidualBlock
-from medmtl.networks.detection import PyramidFPN, RetinaNetHead, TaskDetector, build_detector
+from medmtl.networks.detection import (
+    PyramidFPN,
+    RetinaNetHead,
+    TaskDetector,
+    build_detector,
+)
 from medmtl.networks.encoder import SharedEncoder
 from medmtl.networks.heads import ClassificationHead, SegmentationDecoder, build_head
 from medmtl.networks.multitask import MultiTaskNet, TaskView
-from medmtl.networks.sharing import SHARING_MODES, CrossStitch, HardSharing, MixedSharing, SharingTrunk, SoftSharing
+from medmtl.networks.sharing import (
+    SHARING_MODES,
+    CrossStitch,
+    HardSharing,
+    MixedSharing,
+    SharingTrunk,
+    SoftSharing,
+)
 from medmtl.networks.transfer import FREEZE_POLICIES, apply_freeze, load_pretrained
 
 __all__ = [

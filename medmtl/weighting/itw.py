@@ -12,8 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from medmtl.errors import ConfigError
-from medmtl.weighting.base import TaskWeightsSpec, Weighting, check_positive, parse_task_weights
-from medmtl.weighting.pflp import check_factor, check_order, check_period, focus_weights, periodic_focus
+from medmtl.weighting.base import (
+    TaskWeightsSpec,
+    Weighting,
+    check_positive,
+    parse_task_weights,
+)
+from medmtl.weighting.pflp import (
+    check_factor,
+    check_order,
+    check_period,
+    focus_weights,
+    periodic_focus,
+)
 
 __all__ = ["ITWWeighting", "TABLE2_VARIANTS", "table2_variant"]
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from medmtl.weighting.base import TaskWeightsSpec, Weighting, check_positive, parse_task_weights
+from medmtl.weighting.base import (
+    TaskWeightsSpec,
+    Weighting,
+    check_positive,
+    parse_task_weights,
+)
 
 __all__ = ["PFLPWeighting", "check_factor", "check_order", "check_period", "focus_weights", "periodic_focus"]
 
