@@ -25,7 +25,8 @@ LOSS_ONLY = sorted(n for n, cls in WEIGHTINGS.items() if not cls.requires_all_ta
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    # in-process to keep the test short; test_refuses_to_overwrite runs a section isolated (the default)
+    assert main(["--quick", "--device", "cpu", "--in-process", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -110,6 +111,7 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     assert main(["--quick", "--out", str(out), "--sections", "params", "--overwrite"]) == 0
     result = json.loads(out.read_text())
     assert "params" in result and "study_inference" not in result
+    assert result["isolated_sections"] is True
 
 
 @pytest.mark.parametrize("args", [["--sections", "params,warp_speed"], ["--repeats", "0"]])
@@ -132,7 +134,8 @@ def test_interleaved_medians_discards_warmup_and_interleaves():
     calls = []
     variants = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     medians, samples = interleaved_medians(variants, torch.device("cpu"), repeats=3, warmup=2)
-    assert calls == ["a", "b"] * 5
+    # every round runs each variant once; the order rotates so neither always goes first
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
     assert [len(samples["a"]), len(samples["b"])] == [3, 3]
     assert medians["a"] == sorted(samples["a"])[1]
     with pytest.raises(ValueError):

@@ -1,5 +1,5 @@
 """Command line: ``python -m medmtl.bench --out FILE.json [--quick] [--device cpu|cuda] [--repeats N]
-[--warmup N] [--sections params,study_inference,...] [--overwrite]``."""
+[--train-repeats N] [--warmup N] [--sections params,study_inference,...] [--overwrite]``."""
 
 from __future__ import annotations
 
@@ -36,11 +36,17 @@ def _parser() -> argparse.ArgumentParser:
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu; cuda adds AMP variants"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement (default: 3; quick: 1)")
+    parser.add_argument(
+        "--train-repeats", type=int, default=None, help="timed rounds of train_step (default: 10; quick: 1)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default: 1)")
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument(
+        "--in-process", action="store_true", help="run all sections in this process (default: a fresh subprocess each)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each section as it starts and ends")
     return parser
 
@@ -84,18 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available")
         overrides = {"device": device}
-        for name in ("repeats", "warmup"):
+        for name, minimum in (("repeats", 1), ("train_repeats", 1), ("warmup", 0)):
             value = getattr(args, name)
             if value is not None:
-                if value < (1 if name == "repeats" else 0):
-                    raise ConfigError(f"--{name} {value}: must be >= {1 if name == 'repeats' else 0}")
+                if value < minimum:
+                    raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= {minimum}")
                 overrides[name] = value
     except MedMTLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     config = quick_config(**overrides) if args.quick else full_config(**overrides)
     start = time.perf_counter()
-    result = run_benchmark(config, sections)
+    result = run_benchmark(config, sections, isolate=not args.in_process)
     result["total_seconds"] = time.perf_counter() - start
     result["quick"] = args.quick
     _write_json(out, result)

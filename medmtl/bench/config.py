@@ -45,8 +45,10 @@ class BenchConfig:
         sliding_network: ``MultiTaskNet`` arguments overriding ``network`` for that comparison.
         train_inputs: task -> batch image shape of the synthetic training step.
         strategies: weighting strategy -> ``build_weighting`` parameters.
+        train_repeats: timed rounds of ``train_step`` (steps are short, so more rounds are cheap and
+            needed: strategies differ by a few percent at most).
         encoder_2d: ``benchmark_encoder_2d`` keyword arguments (besides device / repeats / warmup).
-        worker_timeout: seconds allowed to a memory-measuring subprocess.
+        worker_timeout: seconds allowed to one benchmark subprocess (a section or a memory measurement).
     """
 
     device: str = "cpu"
@@ -87,6 +89,7 @@ class BenchConfig:
             "famo": {},
         }
     )
+    train_repeats: int = 10
     encoder_2d: dict[str, Any] = field(default_factory=lambda: {"batch_size": 2, "spatial_size": (256, 256)})
     worker_timeout: float = 900.0
 
@@ -130,6 +133,7 @@ def quick_config(**overrides: Any) -> BenchConfig:
     values: dict[str, Any] = {
         "repeats": 1,
         "warmup": 1,
+        "train_repeats": 1,
         "network": small,
         "study_inputs": {
             "ct_organ_seg": (1, 1, 48, 48, 32),

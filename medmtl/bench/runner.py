@@ -16,11 +16,12 @@ import torch
 import medmtl
 from medmtl.bench.architecture import encoder_2d, params
 from medmtl.bench.config import SECTIONS, TARGETS, BenchConfig
+from medmtl.bench.memory import run_in_subprocess
 from medmtl.bench.sliding_window import sliding_window
 from medmtl.bench.study import study_inference
 from medmtl.bench.train_step import train_step
 
-__all__ = ["SECTION_FUNCTIONS", "environment", "evaluate_targets", "format_summary", "run_benchmark"]
+__all__ = ["SECTION_FUNCTIONS", "environment", "evaluate_targets", "format_summary", "run_benchmark", "run_section"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,18 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def run_benchmark(config: BenchConfig, sections: Iterable[str] = SECTIONS) -> dict[str, Any]:
+def run_section(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run one section from a JSON-able config (entry point of the per-section subprocess)."""
+    return SECTION_FUNCTIONS[name](BenchConfig.from_dict(config))
+
+
+def run_benchmark(config: BenchConfig, sections: Iterable[str] = SECTIONS, isolate: bool = True) -> dict[str, Any]:
     """Run ``sections`` (in :data:`SECTIONS` order) and return the result dict written to JSON.
+
+    With ``isolate`` each section runs in a fresh interpreter: the allocator state one section
+    leaves behind must not time the next. (Measured: after the sliding-window section, whose
+    output alone is 168 MB, the training steps of the same process ran 4x slower and with
+    erratic strategy ratios; glibc's adaptive mmap threshold is the likely cause.)
 
     Keys: ``environment``, ``config``, one key per section, ``section_seconds``, ``targets``
     (see :func:`evaluate_targets`).
@@ -117,13 +128,23 @@ def run_benchmark(config: BenchConfig, sections: Iterable[str] = SECTIONS) -> di
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for but torch.cuda.is_available() is False")
-    result: dict[str, Any] = {"environment": environment(device), "config": config.as_dict(), "section_seconds": {}}
+    result: dict[str, Any] = {
+        "environment": environment(device),
+        "config": config.as_dict(),
+        "isolated_sections": isolate,
+        "section_seconds": {},
+    }
     for name in SECTIONS:
         if name not in sections:
             continue
         logger.info("benchmark section %s ...", name)
         start = time.perf_counter()
-        result[name] = SECTION_FUNCTIONS[name](config)
+        if isolate:
+            result[name] = run_in_subprocess(
+                "medmtl.bench.runner:run_section", timeout=config.worker_timeout, name=name, config=config.as_dict()
+            )
+        else:
+            result[name] = SECTION_FUNCTIONS[name](config)
         result["section_seconds"][name] = time.perf_counter() - start
         logger.info("benchmark section %s done in %.1f s", name, result["section_seconds"][name])
     result["targets"] = evaluate_targets(result)

@@ -3,7 +3,8 @@
 Several variants of one measurement (multi-task vs single-task, medmtl inferer vs bare MONAI,
 one weighting strategy vs another) are timed in rounds — every round runs each variant once —
 so a change of machine load during the run (other processes, CPU frequency) hits all variants
-alike instead of biasing whichever ran last. Warm-up rounds (allocator, cuDNN autotuning, lazy
+alike instead of biasing whichever ran last; the order rotates by one each round, so no variant
+always runs right after the same neighbour (cache state, allocator state). Warm-up rounds (allocator, cuDNN autotuning, lazy
 initialisation) are run and discarded first.
 """
 
@@ -61,8 +62,11 @@ def interleaved_medians(
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for round_index in range(warmup + repeats):
-        for name, run in variants.items():
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = variants[name]
             synchronize(device)
             start = time.perf_counter()
             value = run()

@@ -100,7 +100,7 @@ def _measure(config: BenchConfig, device: torch.device, amp: bool) -> dict[str, 
             weighting = build_weighting(strategy, list(config.tasks), **params)
             runners[f"{kind}/{strategy}"] = _TimedTrainer(copy.deepcopy(initial).to(device), weighting, steps, device, amp)
     medians, samples = interleaved_medians(
-        runners, device, config.repeats, config.warmup, measure=lambda name, per_step, wall: per_step
+        runners, device, config.train_repeats, config.warmup, measure=lambda name, per_step, wall: per_step
     )
     result: dict[str, Any] = {}
     for kind in units:
