@@ -13,6 +13,7 @@ import torch
 from medmtl.bench import SECTIONS, TARGETS, quick_config
 from medmtl.bench.__main__ import main
 from medmtl.bench.memory import PeakMemory
+from medmtl.bench.runner import noisy_measurements
 from medmtl.bench.timing import interleaved_medians
 from medmtl.networks import MultiTaskNet
 from medmtl.networks.accounting import count_parameters
@@ -90,6 +91,7 @@ def test_encoder_2d_ratio(quick_run):
 
 
 def test_targets_are_judged_from_the_figures(quick_run):
+    assert isinstance(quick_run["noisy"], list)
     checks = {c["metric"]: c for c in quick_run["targets"]}
     expected = [m for m in TARGETS if m != "train_step.loss_only"]
     expected += [f"train_step.{k}.{n}.ratio" for k in ("all_tasks", "one_task") for n in LOSS_ONLY if n != "equal"]
@@ -100,6 +102,15 @@ def test_targets_are_judged_from_the_figures(quick_run):
             value = value[key]
         assert check["value"] == value
         assert check["met"] == (value <= check["limit"])
+
+
+def test_noisy_measurements_are_flagged():
+    result = {
+        "sliding_window": {"medmtl_samples": [1.0, 1.2], "monai_samples": [1.0, 3.0]},
+        "train_step": {"all_tasks": {"equal": {"samples": [0.4, 0.41]}, "famo": {"samples": [0.4, 15.0]}}},
+        "environment": {"samples": [1.0, 9.0]},  # not a section
+    }
+    assert noisy_measurements(result) == ["sliding_window.monai_samples", "train_step.all_tasks.famo.samples"]
 
 
 def test_refuses_to_overwrite(tmp_path, capsys):

@@ -21,7 +21,19 @@ from medmtl.bench.sliding_window import sliding_window
 from medmtl.bench.study import study_inference
 from medmtl.bench.train_step import train_step
 
-__all__ = ["SECTION_FUNCTIONS", "environment", "evaluate_targets", "format_summary", "run_benchmark", "run_section"]
+__all__ = [
+    "NOISE_SPREAD",
+    "SECTION_FUNCTIONS",
+    "environment",
+    "evaluate_targets",
+    "format_summary",
+    "noisy_measurements",
+    "run_benchmark",
+    "run_section",
+]
+
+#: A measurement whose slowest timed sample exceeds its fastest by this factor is flagged noisy.
+NOISE_SPREAD = 1.5
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +114,27 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+def noisy_measurements(result: dict[str, Any], spread: float = NOISE_SPREAD) -> list[str]:
+    """Dotted paths of every ``*samples`` list whose max / min exceeds ``spread``.
+
+    Other processes on a shared CPU (OpenMP threads competing for the same cores) can slow a
+    round 10x or more; such a figure should be re-measured on a quiet machine, not trusted.
+    """
+    found = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else key)
+        elif (
+            path.endswith("samples") and isinstance(value, list) and value and min(value) > 0 and max(value) / min(value) > spread
+        ):
+            found.append(path)
+
+    walk({k: v for k, v in result.items() if k in SECTIONS}, "")
+    return found
+
+
 def run_section(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Run one section from a JSON-able config (entry point of the per-section subprocess)."""
     return SECTION_FUNCTIONS[name](BenchConfig.from_dict(config))
@@ -148,6 +181,7 @@ def run_benchmark(config: BenchConfig, sections: Iterable[str] = SECTIONS, isola
         result["section_seconds"][name] = time.perf_counter() - start
         logger.info("benchmark section %s done in %.1f s", name, result["section_seconds"][name])
     result["targets"] = evaluate_targets(result)
+    result["noisy"] = noisy_measurements(result)
     result["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return result
 
@@ -193,4 +227,7 @@ def format_summary(result: dict[str, Any]) -> str:
     lines.append("targets:")
     width = max((len(t["metric"]) for t in result["targets"]), default=10)
     lines += [f"  {t['metric']:<{width}}  {t['value']:.3f} <= {t['limit']}  {'met' if t['met'] else 'MISSED'}" for t in result["targets"]]
+    if result.get("noisy"):
+        lines.append(f"WARNING: noisy timings (slowest / fastest sample > {NOISE_SPREAD}); rerun on a quiet machine:")
+        lines += [f"  {path}" for path in result["noisy"]]
     return "\n".join(lines)
