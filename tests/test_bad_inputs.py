@@ -23,7 +23,6 @@ import pytest
 
 from medmtl.data import load_datalist, modality_transforms
 from medmtl.data.pipelines import ModalityCompose
-from medmtl.data.synthetic import generate
 from medmtl.data.transforms import (
     CheckImage,
     CheckImaged,
@@ -35,13 +34,6 @@ from medmtl.errors import ConfigError, DatalistError, ImageLoadError, MedMTLErro
 from medmtl.tasks import get_task
 
 CT_OPTIONS = {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16], "num_samples": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    generate(out, preset="tiny", seed=0)
-    return out
 
 
 @pytest.fixture(scope="module")

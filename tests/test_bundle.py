@@ -12,8 +12,6 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from medmtl.data.synthetic import generate
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
@@ -43,13 +41,6 @@ def bundle_run(configs: list[Path], overrides: dict, torchrun: int = 0, timeout:
 
 def check(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    generate(out, preset="tiny", seed=0)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from medmtl.data.pipelines import modality_transforms
-from medmtl.data.synthetic import generate
 from medmtl.engine.inference import (
     SCHEMA,
     BoxesToStoredGridd,
@@ -42,8 +41,8 @@ OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("tiny") / "data", preset="tiny", seed=0).parent
+def data(tiny: Path) -> Path:
+    return tiny
 
 
 @pytest.fixture(scope="module")

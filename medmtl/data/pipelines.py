@@ -424,7 +424,6 @@ def _spatial_2d(keys: _Keys, xforms: list[Any]) -> list[Any]:
 
 def _cxr(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
     size, p = opts["spatial_size"], float(opts["aug_prob"])
-    lower, upper = (float(v) for v in opts["intensity_range"])
     spatial: list[Any] = _fit(keys, size, "symmetric")
     if train:
         # no flips: the heart's side is part of what a chest radiograph looks like
@@ -439,6 +438,13 @@ def _cxr(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
                 padding_mode="zeros",
             )
         )
+    return _radiograph(keys, train, opts, spatial)
+
+
+def _radiograph(keys: _Keys, train: bool, opts: dict[str, Any], spatial: list[Any]) -> list[Any]:
+    """What chest radiographs and mammograms share around their own ``spatial`` steps."""
+    p = float(opts["aug_prob"])
+    lower, upper = (float(v) for v in opts["intensity_range"])
     xforms = [
         *_labels_2d(keys),
         ScaleIntensityByVOId("image", lower, upper, use_voi=bool(opts["use_voi"])),
@@ -454,7 +460,6 @@ def _cxr(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
 
 def _mammo(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
     size, p = opts["spatial_size"], float(opts["aug_prob"])
-    lower, upper = (float(v) for v in opts["intensity_range"])
     spatial: list[Any] = [
         OrientBreastd(
             keys.images, laterality_key="laterality", chest_wall=str(opts["chest_wall"])
@@ -485,14 +490,4 @@ def _mammo(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
                 keep_size=True,
             ),
         ]
-    xforms = [
-        *_labels_2d(keys),
-        ScaleIntensityByVOId("image", lower, upper, use_voi=bool(opts["use_voi"])),
-        *_spatial_2d(keys, spatial),
-    ]
-    if train:
-        xforms += [
-            RandAdjustContrastd("image", prob=p, gamma=(0.8, 1.25)),
-            *_intensity_augment("image", p, noise_std=0.02),
-        ]
-    return xforms
+    return _radiograph(keys, train, opts, spatial)

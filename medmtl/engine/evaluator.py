@@ -83,20 +83,17 @@ class MultiTaskScore(Metric):
         self.baselines = dict(baselines) if baselines else None
         self.results: dict[str, dict[str, float]] = {}
         self.delta: dict[str, Any] | None = None
-        self.seen: set[str] = set()
         super().__init__(output_transform=lambda x: x, device="cpu")
 
     @reinit__is_reduced
     def reset(self) -> None:
         for acc in self.accumulators.values():
             acc.reset()
-        self.seen = set()
 
     @reinit__is_reduced
     def update(self, output: Sequence[Mapping[str, Any]]) -> None:
         for item in output:
             self.accumulators[item["task"]].update(item["pred"], item["target"])
-            self.seen.add(item["task"])
 
     def compute(self) -> float:
         # every rank must aggregate (it is a collective call in distributed runs)

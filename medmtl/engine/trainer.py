@@ -138,6 +138,8 @@ class MultiTaskTrainer(Trainer):
             raise ConfigError("distributed training runs one forward and one backward per step: use a one-task sampler mode, not 'all'")
         self._use_amp = bool(amp) and torch.device(device).type == "cuda"
         self._amp_dtype = torch.bfloat16 if self._use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        # per-epoch means of the UNSCALED losses for epoch-level strategies (DWA); with a float16
+        # gradient scaler the losses the weighting sees in backward() are scaled
         self._epoch_losses: dict[str, list[float]] = defaultdict(list)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
 

@@ -19,7 +19,12 @@ from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from medmtl.networks.blocks import DimsConv, DimsNorm
-from medmtl.networks.encoder import DEFAULT_ACT, DEFAULT_CHANNELS, DEFAULT_NORM, SharedEncoder
+from medmtl.networks.encoder import (
+    DEFAULT_ACT,
+    DEFAULT_CHANNELS,
+    DEFAULT_NORM,
+    SharedEncoder,
+)
 
 __all__ = ["plain_2d_twin", "benchmark_encoder_2d"]
 
