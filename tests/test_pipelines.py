@@ -437,3 +437,13 @@ def test_bad_files_raise_image_load_error_through_the_pipeline(tmp_path: Path) -
     mammogram(tmp_path / "mg.dcm", "L")
     with pytest.raises(ImageLoadError, match=r"mg\.dcm.*MG.*CT"):
         modality_transforms("ct", "eval")({"image": str(tmp_path / "mg.dcm")})
+
+
+def test_building_a_pipeline_logs_no_gpu_codec_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """MONAI's default reader list includes a GPU DICOM reader that warns on machines without
+    nvImageCodec each time a pipeline is built; medmtl never uses it, so the noise is silenced."""
+    with caplog.at_level(logging.DEBUG):
+        modality_transforms("ct", "eval", task="ct_organ_seg")
+        modality_transforms("cxr", "train", task="cxr_findings")
+    assert not [r for r in caplog.records if "nvimagecodec" in r.getMessage().lower()]
+    assert logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").level == logging.NOTSET  # restored

@@ -11,7 +11,7 @@ from medmtl.tasks import TaskSpec
 __all__ = ["SECTIONS", "TARGETS", "BenchConfig", "full_config", "quick_config"]
 
 #: Benchmark sections, in the order they run.
-SECTIONS = ("params", "study_inference", "sliding_window", "train_step", "encoder_2d")
+SECTIONS = ("params", "study_inference", "sliding_window", "train_step", "encoder_2d", "inference_load")
 
 #: Targets: dotted path in the result -> maximum value. ``train_step.loss_only`` applies to every
 #: loss-only strategy's ratio to ``equal``; study inference is judged on time and on memory.
@@ -48,6 +48,9 @@ class BenchConfig:
         train_repeats: timed rounds of ``train_step`` (steps are short, so more rounds are cheap and
             needed: strategies differ by a few percent at most).
         encoder_2d: ``benchmark_encoder_2d`` keyword arguments (besides device / repeats / warmup).
+        load_studies: ``tiny`` studies of the ``inference_load`` section (one process).
+        load_warmup: its first studies, after which resident memory should stay flat.
+        load_pipeline_options: ``modality_transforms`` options of that run (the bundle's ``tiny`` ones).
         worker_timeout: seconds allowed to one benchmark subprocess (a section or a memory measurement).
     """
 
@@ -91,6 +94,16 @@ class BenchConfig:
     )
     train_repeats: int = 10
     encoder_2d: dict[str, Any] = field(default_factory=lambda: {"batch_size": 2, "spatial_size": (256, 256)})
+    load_studies: int = 300
+    load_warmup: int = 25
+    load_pipeline_options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "ct_organ_seg": {"pixdim": (8.0, 8.0, 8.0), "spatial_size": (32, 32, 32)},
+            "nodule_malignancy": {"spatial_size": (32, 32, 32)},
+            "mammo_mass_det": {"spatial_size": (96, 64)},
+            "cxr_findings": {"spatial_size": (64, 64)},
+        }
+    )
     worker_timeout: float = 900.0
 
     def window_spec(self, spec: TaskSpec) -> TaskSpec:
@@ -151,6 +164,8 @@ def quick_config(**overrides: Any) -> BenchConfig:
             "cxr_findings": (2, 1, 32, 32),
         },
         "encoder_2d": {"batch_size": 1, "spatial_size": (64, 64), "channels": (4, 8, 16, 32)},
+        "load_studies": 12,
+        "load_warmup": 4,
         "worker_timeout": 300.0,
     }
     values.update(overrides)

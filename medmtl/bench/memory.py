@@ -30,7 +30,7 @@ from typing import Any, Self
 
 import torch
 
-__all__ = ["PeakMemory", "run_in_subprocess"]
+__all__ = ["PeakMemory", "run_in_subprocess", "status_bytes"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -38,7 +38,8 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _WORKER_PACKAGE = "medmtl.bench."
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM`` ...) in bytes (``KeyError`` if absent)."""
     for line in _STATUS.read_text().splitlines():
         if line.startswith(field + ":"):
             value, unit = line.split(":", 1)[1].split()
@@ -86,7 +87,7 @@ class PeakMemory:
             self._baseline = torch.cuda.memory_allocated(self.device)
             self.method = "cuda_max_memory_allocated"
         elif _STATUS.exists():
-            self._baseline = _status_bytes("VmRSS")
+            self._baseline = status_bytes("VmRSS")
             self.method = "proc_vmhwm_reset" if _reset_peak_rss() else "proc_vmhwm"
         else:
             self._baseline = _max_rss_bytes()
@@ -98,7 +99,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method.startswith("proc"):
-            peak = _status_bytes("VmHWM")
+            peak = status_bytes("VmHWM")
         else:
             peak = _max_rss_bytes()
         self.peak_bytes = max(0, peak - self._baseline)

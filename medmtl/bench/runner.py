@@ -16,6 +16,7 @@ import torch
 import medmtl
 from medmtl.bench.architecture import encoder_2d, params
 from medmtl.bench.config import SECTIONS, TARGETS, BenchConfig
+from medmtl.bench.load import inference_load
 from medmtl.bench.memory import run_in_subprocess
 from medmtl.bench.sliding_window import sliding_window
 from medmtl.bench.study import study_inference
@@ -44,6 +45,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[BenchConfig], dict[str, Any]]] = {
     "sliding_window": sliding_window,
     "train_step": train_step,
     "encoder_2d": encoder_2d,
+    "inference_load": inference_load,
 }
 
 
@@ -214,6 +216,13 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         for prefix, e in (("encoder_2d", enc), ("encoder_2d.train", enc.get("train")), ("encoder_2d.amp", enc.get("amp"))):
             if e:
                 rows.append((f"{prefix} ms shared / plain 2D", f"{e['shared_2d_ms']:.2f} / {e['plain_2d_ms']:.2f}  (ratio {e['ratio']:.3f})"))
+    load = result.get("inference_load")
+    if load:
+        rows += [
+            (f"inference_load {load['studies']} studies", f"{load['seconds']:.1f} s ({load['seconds_per_study']:.3f} s/study, {load['items']} predictions)"),
+            ("inference_load RSS MB warm / end", f"{load['rss_mb_after_warmup']:.1f} / {load['rss_mb_end']:.1f}  (slope {load['rss_slope_mb_per_100_studies']:+.2f} MB per 100 studies)"),
+            ("inference_load peak MB warm / end", f"{load['peak_mb_after_warmup']:.1f} / {load['peak_mb_end']:.1f}  (growth {load['peak_growth_mb']:+.1f})"),
+        ]
     return rows
 
 

@@ -135,12 +135,19 @@ class LoadMedicalImage(Transform):
         self.spatial_dims = spatial_dims
         self.modality = modality
         self.grayscale = grayscale
-        with warnings.catch_warnings():
-            # LoadImage also builds MONAI's default readers; the GPU DICOM one warns on every CPU-only build
-            warnings.filterwarnings("ignore", message="NvImgCodec")
-            self._loader = LoadImage(
-                image_only=True, ensure_channel_first=True, dtype=dtype
-            )
+        # LoadImage also builds MONAI's default readers; the GPU DICOM one warns (a warning and a
+        # log record) on every build without nvImageCodec, i.e. once per pipeline on every CPU machine
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="NvImgCodec")
+                self._loader = LoadImage(
+                    image_only=True, ensure_channel_first=True, dtype=dtype
+                )
+        finally:
+            plugin_log.setLevel(level)
         self._readers = {
             "dicom": SimpleITKDicomReader(spatial_dims=spatial_dims),
             "nifti": NibabelReader(),
