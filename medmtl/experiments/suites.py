@@ -16,6 +16,8 @@ Suites (``smoke`` for the tests, ``full`` for ``docs/results.md``):
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
   ``famo`` (the gradient-based ones with ``sampling="all"``: they need every task's loss each step);
+- ``sampling.<name>-all``: a loss-only strategy with ``sampling="all"`` instead of round-robin, so
+  that the gradient-based rows can be told apart from their sampling mode;
 - ``table2.<variant>``: the paper's Table 2 with ``nodule_malignancy`` central (weight 3) and the
   other three tasks auxiliary: ``static-<w>`` is ``3:w`` without PFLP, ``MTL0``..``MTL4`` the
   same weights with PFLP, ``MTL`` = ``3:3`` static, ``ITW1``..``ITW3``;
@@ -377,6 +379,7 @@ def _build(
     settings: Mapping[str, Any],
     *,
     weightings: Sequence[str],
+    all_sampling: Sequence[str],
     table2: Sequence[str],
     static_aux: Sequence[float],
     sharings: Sequence[str],
@@ -403,6 +406,14 @@ def _build(
                 f"weighting.{strategy}", strategy, headline=strategy == "equal"
             )
         )
+    rows += [
+        replace(
+            _weighting_row(f"sampling.{strategy}-all", strategy),
+            sampling="all",
+            note=f"{strategy} with every task in every step",
+        )
+        for strategy in all_sampling
+    ]
     rows += [_static_row(w) for w in static_aux]
     rows += [_table2_row(v, schedule) for v in table2]
     rows += [
@@ -458,6 +469,7 @@ def smoke_suite() -> Suite:
         "tiny",
         settings,
         weightings=("equal", "pcgrad"),
+        all_sampling=(),
         table2=("ITW2",),
         static_aux=(),
         sharings=("soft",),
@@ -505,6 +517,7 @@ def full_suite() -> Suite:
         "benchmark",
         settings,
         weightings=("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "famo"),
+        all_sampling=("equal",),
         table2=("MTL", "MTL0", "MTL1", "MTL2", "MTL3", "MTL4", "ITW1", "ITW2", "ITW3"),
         static_aux=(0.01, 0.1, 1.0, 6.0),
         sharings=("soft", "mixed"),
