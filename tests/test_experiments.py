@@ -20,6 +20,7 @@ from medmtl.experiments import (
     write_report,
 )
 from medmtl.experiments.records import row_delta_m
+from medmtl.experiments.report import headline
 from medmtl.experiments.runner import Manifest
 from medmtl.experiments.suites import (
     ALL_TASKS,
@@ -312,3 +313,46 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert (
         run_suite(suite, tmp_path).rows == before["rows"]
     )  # everything done: nothing reruns
+
+
+def test_full_suite_separates_sampling_from_gradient_strategies() -> None:
+    row = get_suite("full").row("sampling.equal-all")
+    assert (row.weighting, row.sampling, row.tasks) == ("equal", "all", ALL_TASKS)
+    assert row.group not in ("weighting", "table2")  # not a candidate for the best weighting
+
+
+def test_headline_delta_m_of_means_resists_one_collapsed_baseline() -> None:
+    nodule, mammo = "nodule_malignancy", "mammo_mass_det"
+    keys = {t: [summary_key(get_task(t), m) for m in get_task(t).metrics] for t in (nodule, mammo)}
+
+    def record(setting: str, seed: int, values: dict[str, float]) -> dict:
+        tasks = [t for t in (nodule, mammo) if t in values]
+        return {
+            "name": setting + (f"@s{seed}" if seed else ""),
+            "setting": setting,
+            "seed": seed,
+            "headline": True,
+            "tasks": tasks,
+            "metrics": {t: dict.fromkeys(keys[t], values[t]) for t in tasks},
+            "delta_m": None,
+            "seconds": 1.0,
+        }
+
+    records = [
+        record(f"single.{nodule}", 0, {nodule: 0.6}),
+        record(f"single.{nodule}", 1, {nodule: 0.6}),
+        record(f"single.{mammo}", 0, {mammo: 0.4}),
+        record(f"single.{mammo}", 1, {mammo: 0.01}),  # this seed's detector collapsed
+        record("weighting.equal", 0, {nodule: 0.66, mammo: 0.5}),
+        record("weighting.equal", 1, {nodule: 0.66, mammo: 0.5}),
+    ]
+    for r in records[4:]:
+        base = {t: records[0 if t == nodule else 2 + r["seed"]]["metrics"][t] for t in r["tasks"]}
+        r["delta_m"] = row_delta_m(r["metrics"], base)["delta_m"]
+    heads = {h["setting"]: h for h in headline(records, None)}
+    equal = heads["weighting.equal"]
+    # per seed: (+10 % nodule, +25 % mammo) and (+10 %, +4900 %): the mean is dominated by the collapse
+    assert equal["delta_m"][0] == pytest.approx((17.5 + 2455.0) / 2)
+    # of means: nodule 0.66 vs 0.6 (+10 %), mammo 0.5 vs 0.205 (+143.9 %)
+    assert equal["delta_m_of_means"] == pytest.approx((10.0 + (0.5 - 0.205) / 0.205 * 100) / 2)
+    assert heads[f"single.{nodule}"]["delta_m_of_means"] is None
