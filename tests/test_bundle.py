@@ -12,6 +12,9 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
+from medmtl.engine.components import flag
+from medmtl.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
@@ -92,6 +95,28 @@ def test_rerun_without_resume_refuses_to_overwrite(trained: Path, tiny: Path) ->
     assert result.returncode != 0
     assert "earlier run's outputs exist" in result.stdout + result.stderr
     assert (trained / "models" / "model.pt").read_bytes() == before
+
+
+def test_false_on_the_command_line_means_false(trained: Path, tiny: Path) -> None:
+    """fire hands ``--resume false`` to the config as the string "false"; it must not resume or overwrite."""
+    before = (trained / "models" / "model.pt").read_bytes()
+    overrides = {"bundle_root": str(trained), "dataset_dir": str(tiny), "num_epochs": 1, "resume": "false", "overwrite": "false", **SHRINK}
+    result = bundle_run([TRAIN], overrides)
+    assert result.returncode != 0
+    assert "earlier run's outputs exist" in result.stdout + result.stderr
+    assert (trained / "models" / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(True, True), ("true", True), ("Yes", True), ("1", True), (False, False), ("false", False), ("False", False), ("0", False), (None, False)]
+)
+def test_flag_reads_json_and_command_line_booleans(value: object, expected: bool) -> None:
+    assert flag(value, "resume") is expected
+
+
+def test_flag_refuses_anything_else() -> None:
+    with pytest.raises(ConfigError, match="--resume 'maybe'"):
+        flag("maybe", "resume")
 
 
 def test_resume_continues_to_the_next_epoch(trained: Path, tiny: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "check_output_dirs",
     "collate_functions",
     "ensure_dataset",
+    "flag",
     "merge_baselines",
     "optimizer_param_groups",
     "prepare_network",
@@ -161,14 +162,40 @@ def prepare_network(network: torch.nn.Module, pretrained: str | Path | None = No
     return network
 
 
-def check_output_dirs(ckpt_dir: str | Path, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
+
+
+def flag(value: bool | int | str | None, name: str = "flag") -> bool:
+    """A bundle option as a bool, whether it came from JSON (``false``) or the command line.
+
+    ``python -m monai.bundle run --resume false`` hands the config the *string* ``"false"`` (fire
+    only parses ``False``), which Python treats as true; every boolean option of the bundle goes
+    through this instead.
+
+    Raises:
+        ConfigError: a value that is neither a bool nor one of true/yes/on/1, false/no/off/0.
+    """
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"--{name} {value!r}: expected true or false")
+
+
+def check_output_dirs(
+    ckpt_dir: str | Path, output_dir: str | Path, resume: bool | str = False, overwrite: bool | str = False
+) -> None:
     """Refuse to start a new run over the checkpoints or metrics of an earlier one.
+
+    ``resume`` and ``overwrite`` are read with :func:`flag`.
 
     Raises:
         ConfigError: ``ckpt_dir`` holds checkpoints or ``output_dir`` a ``metrics.json`` and
             neither ``resume`` nor ``overwrite`` is set (names the files and both options).
     """
-    if resume or overwrite:
+    if flag(resume, "resume") or flag(overwrite, "overwrite"):
         return
     existing = sorted(Path(ckpt_dir).glob("*.pt")) + sorted(Path(output_dir).glob("metrics.json"))
     if existing:
@@ -179,7 +206,7 @@ def check_output_dirs(ckpt_dir: str | Path, output_dir: str | Path, resume: bool
         )
 
 
-def check_eval_output(metrics_file: str | Path, overwrite: bool = False) -> None:
-    """Refuse to replace an earlier evaluation's metrics file unless ``overwrite`` is set."""
-    if Path(metrics_file).exists() and not overwrite:
+def check_eval_output(metrics_file: str | Path, overwrite: bool | str = False) -> None:
+    """Refuse to replace an earlier evaluation's metrics file unless ``overwrite`` (a :func:`flag`) is set."""
+    if Path(metrics_file).exists() and not flag(overwrite, "overwrite"):
         raise ConfigError(f"{metrics_file} exists; pass --overwrite true to replace it or choose another --output_dir")
