@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medmtl.engine.components import flag
 from medmtl.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
 MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
 METADATA, SCHEMA = CONFIGS / "metadata.json", CONFIGS / "metadata_schema.json"
@@ -28,22 +26,6 @@ SHRINK = {
     "pipeline_options#cxr_findings#spatial_size": [64, 64],
     "channels": [8, 16, 32, 32],
 }
-
-
-def cli_args(overrides: dict) -> list[str]:
-    return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
-
-
-def bundle_run(configs: list[Path], overrides: dict, torchrun: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    config = json.dumps([str(c) for c in configs]) if len(configs) > 1 else str(configs[0])
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [sys.executable]
-    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def check(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
 
 @pytest.fixture(scope="module")

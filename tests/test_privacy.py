@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
+from bundle_cli import CONFIGS, bundle_run, check
 
 #: Identifying attributes (PS3.15 Annex E) and the fake values stamped into every DICOM file.
 #: The values are long and unusual, so finding one in an output cannot be a coincidence.
@@ -78,21 +73,11 @@ def stamp_identifiers(folder: Path) -> set[str]:
     return secrets
 
 
-def bundle(config: str, overrides: dict, log: list[str]) -> None:
-    """Run one bundle config like a user (``python -m monai.bundle run``); keep stdout and stderr."""
-    args = [a for k, v in overrides.items() for a in (f"--{k}", v if isinstance(v, str) else json.dumps(v))]
-    config_file = json.dumps([str(CONFIGS / c) for c in config.split("+")])
-    done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
-    )
+def bundle(configs: list[str], overrides: dict, log: list[str]) -> None:
+    """Run bundle configs like a user; keep stdout and stderr for the search."""
+    done = bundle_run([CONFIGS / c for c in configs], overrides, timeout=900)
     log += [done.stdout, done.stderr]
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    check(done)
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +90,9 @@ def runs(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str]
     out = root / "bundle"
     log: list[str] = []
     common = {"bundle_root": str(out), "dataset_dir": str(data), **SETTINGS}
-    bundle("train.json", {**common, "num_epochs": 1, "val_interval": 1}, log)
-    bundle("train.json+evaluate.json", common, log)
-    bundle("inference.json", {**common, "datalist": "datalist.json", "output_dir": str(out / "predictions")}, log)
+    bundle(["train.json"], {**common, "num_epochs": 1, "val_interval": 1}, log)
+    bundle(["train.json", "evaluate.json"], common, log)
+    bundle(["inference.json"], {**common, "datalist": "datalist.json", "output_dir": str(out / "predictions")}, log)
     return secrets, log, out
 
 

@@ -49,18 +49,21 @@ __all__ = ["inference_load", "study_datalist"]
 _MB = 2.0**20
 
 
-def _link(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` (a file or a DICOM series folder) to ``dst``; copy where links are refused."""
-    if src.is_dir():
-        dst.mkdir(parents=True)
-        for f in sorted(src.iterdir()):
-            _link(f, dst / f.name)
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst``; copy where links are refused (another file system)."""
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` (a file or a DICOM series folder) to ``dst``."""
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_or_copy)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(str(src), str(dst))
 
 
 def study_datalist(source: str | os.PathLike, dest: str | os.PathLike, studies: int, tasks: tuple[str, ...]) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from monai.data import DataLoader, Dataset, list_data_collate
+from monai.utils import str2bool
 from torch.utils.data import Subset
 
 from medmtl.engine.delta_m import load_baselines
@@ -162,26 +163,25 @@ def prepare_network(network: torch.nn.Module, pretrained: str | Path | None = No
     return network
 
 
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
-
-
 def flag(value: bool | int | str | None, name: str = "flag") -> bool:
     """A bundle option as a bool, whether it came from JSON (``false``) or the command line.
 
     ``python -m monai.bundle run --resume false`` hands the config the *string* ``"false"`` (fire
     only parses ``False``), which Python treats as true; every boolean option of the bundle goes
-    through this instead.
+    through this instead. Strings are read by MONAI's ``str2bool`` (yes/true/t/y/1, no/false/f/n/0,
+    any case); ``None`` is false.
 
     Raises:
-        ConfigError: a value that is neither a bool nor one of true/yes/on/1, false/no/off/0.
+        ConfigError: any other value, naming the option.
     """
-    if value is None or isinstance(value, bool):
+    if value is None:
+        return False
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
         return bool(value)
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigError(f"--{name} {value!r}: expected true or false")
+    try:
+        return str2bool(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ConfigError(f"--{name} {value!r}: expected true or false") from None
 
 
 def check_output_dirs(

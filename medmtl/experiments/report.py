@@ -126,15 +126,11 @@ def headline(
         )
     # Δm of the seed-mean metrics against the seed-mean baselines: the per-seed Δm is a relative
     # change, so one collapsed baseline (a near-zero mAP on one seed) can blow its mean up tenfold
-    single_means = {
-        h["tasks"][0]: {k: s[0] for k, s in h["metrics"][h["tasks"][0]].items()}
-        for h in rows
-        if h["setting"].startswith("single.")
-    }
-    for h in rows:
+    means = [{t: {k: s[0] for k, s in h["metrics"][t].items()} for t in h["tasks"]} for h in rows]
+    single_means = {h["tasks"][0]: m[h["tasks"][0]] for h, m in zip(rows, means) if h["setting"].startswith("single.")}
+    for h, m in zip(rows, means):
         if len(h["tasks"]) > 1 and all(t in single_means for t in h["tasks"]):
-            means = {t: {k: s[0] for k, s in h["metrics"][t].items()} for t in h["tasks"]}
-            h["delta_m_of_means"] = row_delta_m(means, {t: single_means[t] for t in h["tasks"]})["delta_m"]
+            h["delta_m_of_means"] = row_delta_m(m, {t: single_means[t] for t in h["tasks"]})["delta_m"]
     return rows
 
 
@@ -281,9 +277,11 @@ def write_tables(
             "",
             "## Headline settings (mean ± std over seeds)",
             "",
-            "Δm % is the mean ± std of the per-seed Δm; Δm % of means compares the seed-mean "
-            "metrics with the seed-mean single-task metrics, which one collapsed baseline cannot "
-            "inflate.",
+            (
+                "Δm % is the mean ± std of the per-seed Δm; Δm % of means compares the seed-mean "
+                "metrics with the seed-mean single-task metrics, which one collapsed baseline cannot "
+                "inflate."
+            ),
             "",
             "| setting | seeds | Δm % | Δm % of means | "
             + " | ".join(f"{_short(t)} {k}" for t, k in key_columns)
