@@ -22,7 +22,7 @@ METADATA, SCHEMA = CONFIGS / "metadata.json", CONFIGS / "metadata_schema.json"
 SHRINK = {
     "num_workers": 0,
     "pipeline_options#ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32], "num_samples": 1},
-    "pipeline_options#mammo_mass_det#spatial_size": [96, 64],
+    "pipeline_options#mammo_mass_det#spatial_size": [64, 96],
     "pipeline_options#cxr_findings#spatial_size": [64, 64],
     "channels": [8, 16, 32, 32],
 }

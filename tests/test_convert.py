@@ -45,7 +45,7 @@ from medmtl.tasks import get_task
 PIPELINE_OPTIONS = {
     "ct_organ_seg": {"pixdim": (4.0, 4.0, 4.0), "spatial_size": (8, 8, 8)},
     "nodule_malignancy": {"pixdim": (1.0, 1.0, 1.0), "spatial_size": (8, 8, 8)},
-    "mammo_mass_det": {"spatial_size": (32, 24)},
+    "mammo_mass_det": {"spatial_size": (24, 32)},
     "cxr_findings": {"spatial_size": (16, 16)},
 }
 

@@ -22,7 +22,7 @@ def load() -> dict:
         load_pipeline_options={
             "ct_organ_seg": {"pixdim": (12.0, 12.0, 12.0), "spatial_size": (32, 32, 32)},
             "nodule_malignancy": {"spatial_size": (16, 16, 16)},
-            "mammo_mass_det": {"spatial_size": (64, 48)},
+            "mammo_mass_det": {"spatial_size": (48, 64)},
             "cxr_findings": {"spatial_size": (32, 32)},
         },
     )

@@ -9,12 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Invertd
+from monai.transforms import Invertd, RandAdjustContrastd
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from medmtl.data import load_datalist
 from medmtl.data.pipelines import OPTIONS, modality_transforms
+from medmtl.data.transforms import ScaleIntensityByVOId, fit_inside
 from medmtl.errors import ConfigError, ImageLoadError
 from medmtl.tasks import get_task
 
@@ -137,6 +139,42 @@ def test_ct_segmentation_train_patches_are_reproducible(ct_case: dict) -> None:
         assert set(patch["label"].unique().tolist()) <= {0.0, 2.0}
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, again))
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(first, other))
+
+
+def test_ct_training_patches_sample_every_organ(tiny: Path) -> None:
+    """Patch centres are drawn per class (``class_ratios``), so the small organs are not left to
+    the chance of a lung-dominated foreground draw; bundle options, 3 tiny volumes x 8 draws x 2."""
+    spec = get_task("ct_organ_seg")
+    entries = load_datalist(tiny / "datalist.json", section="training", tasks=[spec.name])
+    n = spec.num_classes
+    present, patch_voxels, volume_voxels, patches = np.zeros(n), np.zeros(n), np.zeros(n), 0
+    for i, entry in enumerate(entries):
+        pipeline = modality_transforms(
+            "ct", "train", task=spec, pixdim=(4.0, 4.0, 4.0), spatial_size=(48, 48, 48), num_samples=2, seed=i
+        )
+        for _ in range(8):
+            for patch in pipeline(dict(entry)):
+                counts = np.bincount(patch["label"].long().flatten().numpy(), minlength=n)
+                present += counts > 0
+                patch_voxels += counts
+                patches += 1
+        volume_voxels += np.bincount(np.asarray(nib.load(entry["label"]).dataobj, np.int64).ravel(), minlength=n)
+    assert patches == len(entries) * 16
+    coverage = present / patches
+    oversampling = (patch_voxels / patch_voxels.sum()) / (volume_voxels / volume_voxels.sum())
+    for c, name in enumerate(spec.class_names[1:], start=1):
+        # with foreground-only centres the spleen was in ~30 % of patches and undersampled (0.9x)
+        assert coverage[c] >= 1 / 3, (name, coverage.round(2).tolist())
+        if name != "lung":  # the lung is in every patch anyway
+            assert oversampling[c] >= 1.5, (name, oversampling.round(2).tolist())
+
+
+def test_ct_class_ratios_are_checked_and_pos_neg_is_gone() -> None:
+    assert modality_transforms("ct", "train", task="ct_organ_seg", class_ratios=[0.2, 1, 1, 2, 1])
+    with pytest.raises(ConfigError, match="5 non-negative values"):
+        modality_transforms("ct", "train", task="ct_organ_seg", class_ratios=[1, 1])
+    with pytest.raises(ConfigError, match="class_ratios"):
+        modality_transforms("ct", "train", task="ct_organ_seg", pos_neg=(1.0, 1.0))
 
 
 def test_ct_inference_processes_only_the_image(ct_case: dict) -> None:
@@ -400,6 +438,69 @@ def test_mammo_train_boxes_follow_augmentation_and_seed_reproduces(
     assert not torch.equal(outs[0]["boxes"], outs[1]["boxes"]) or not torch.equal(
         outs[0]["image"], outs[1]["image"]
     )
+
+
+# the tiny preset's mammograms are 96 rows x 64 columns: (x, y) = (64, 96) in MONAI array order
+TINY_MAMMO_XY, TINY_MAMMO_ROWS_COLS = (64, 96), (96, 64)
+
+
+def _upto(pipeline, kind: type) -> int:
+    """Index of the first transform of type ``kind`` in ``pipeline``."""
+    return next(i for i, t in enumerate(pipeline.transforms) if isinstance(t, kind))
+
+
+def _areas(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+@pytest.mark.parametrize("size", [TINY_MAMMO_XY, TINY_MAMMO_ROWS_COLS], ids=["columns_rows", "rows_columns"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_mammo_keeps_the_whole_breast_and_every_box(tiny: Path, mode: str, size: tuple[int, int]) -> None:
+    """Whatever the aspect of the size (even transposed), the fit scales each breast to fit inside
+    it: every foreground pixel and every box survives, at the scale the affine records."""
+    entries = [
+        e for section in ("training", "validation", "test")
+        for e in load_datalist(tiny / "datalist.json", section=section, tasks=["mammo_mass_det"])
+    ]
+    assert len(entries) == 12 and sum(len(e["boxes"]) for e in entries) > 0
+    threshold = OPTIONS["mammo"]["foreground_threshold"]
+    for seed, entry in enumerate(entries):
+        pipeline = modality_transforms("mammo", mode, task="mammo_mass_det", spatial_size=size, aug_prob=1.0, seed=seed)
+        before = pipeline(dict(entry), end=_upto(pipeline, ScaleIntensityByVOId) + 1)  # loaded, normalised
+        # train: spatial steps only; intensity augmentation moves values across the threshold
+        out = pipeline(dict(entry), end=_upto(pipeline, RandAdjustContrastd) if mode == "train" else None)
+        image = out["image"]
+        assert image.shape == (1, *size)
+        # one output pixel in input pixels (the fit keeps the aspect: the same factor on both axes)
+        scale = image.pixdim.numpy() / before["image"].pixdim.numpy()
+        assert scale[0] == pytest.approx(scale[1], rel=0.03)
+        pixel_area = float(np.prod(scale))
+        breast_before = int((before["image"] > threshold).sum())
+        breast_after = float((image > threshold).sum()) * pixel_area
+        assert breast_after == pytest.approx(breast_before, rel=0.04), entry["image"]
+        assert out["boxes"].shape == before["boxes"].shape and out["box_labels"].tolist() == before["box_labels"].tolist()
+        torch.testing.assert_close(_areas(out["boxes"]) * pixel_area, _areas(before["boxes"]), rtol=1e-3, atol=1e-3)
+
+
+def test_mammo_size_in_rows_columns_order_logs_one_warning(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    entries = load_datalist(tiny / "datalist.json", section="training", tasks=["mammo_mass_det"])
+    for size, warns in ((TINY_MAMMO_XY, False), (TINY_MAMMO_ROWS_COLS, True)):
+        caplog.clear()
+        pipeline = modality_transforms("mammo", "eval", task="mammo_mass_det", spatial_size=size)
+        with caplog.at_level(logging.WARNING, logger="medmtl.data.transforms"):
+            for entry in entries[:3]:
+                pipeline(dict(entry))
+        hits = [r.getMessage() for r in caplog.records if "spatial_size" in r.getMessage()]
+        assert len(hits) == int(warns), hits
+        if warns:
+            assert entries[0]["image"] in hits[0] and "(rows, columns)" in hits[0] and "[64, 96]" in hits[0]
+
+
+def test_fit_inside_scales_by_the_tighter_axis() -> None:
+    assert fit_inside((50, 80), (96, 64)) == (40, 64)  # y is the tighter axis
+    assert fit_inside((50, 80), (64, 96)) == (60, 96)
+    assert fit_inside((200, 10), (64, 64)) == (64, 3)  # an extreme aspect is padded, not cropped
+    assert fit_inside((50, 80), (64, 96), zoom=0.5) == (30, 48)
 
 
 # ---------------------------------------------------------------- errors

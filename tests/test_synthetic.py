@@ -16,7 +16,10 @@ import SimpleITK as sitk
 from PIL import Image
 
 from medmtl.data.synthetic import MANIFEST, PRESETS, generate
+from medmtl.data.synthetic.cxr import CXRSample, make_cxr
+from medmtl.data.synthetic.generate import DEFAULT_LABEL_NOISE, _publish, parse_label_noise, rank_auc
 from medmtl.data.synthetic.lesion import malignancy_logit, sample_nodule_features
+from medmtl.data.synthetic.phantom import FLUID, Findings, Grid, effusion_volume, render, sample_anatomy
 from medmtl.data.synthetic.splits import assign_sections
 from medmtl.errors import ConfigError
 from medmtl.tasks import TASKS, get_task
@@ -283,9 +286,23 @@ def test_cli_help_and_run(tiny, tmp_path):
         [sys.executable, "-m", "medmtl.data.synthetic", "--help"], capture_output=True, text=True, check=True
     )
     assert "--preset" in help_run.stdout and "--seed" in help_run.stdout and "--overwrite" in help_run.stdout
+    assert "--label-noise" in help_run.stdout
     out = tmp_path / "cli"
     run = subprocess.run(
-        [sys.executable, "-m", "medmtl.data.synthetic", "--out", str(out), "--preset", "tiny", "--seed", "0"],
+        [
+            sys.executable,
+            "-m",
+            "medmtl.data.synthetic",
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--seed",
+            "0",
+            # The defaults, spelled out: the same output as without the flag.
+            "--label-noise",
+            "nodule_malignancy=0.03,cxr_findings=0",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -293,6 +310,13 @@ def test_cli_help_and_run(tiny, tmp_path):
     assert run.returncode == 0, run.stderr
     # Another process, same seed: the same bytes.
     assert _hashes(out) == _hashes(tiny)
+    bad = subprocess.run(
+        [sys.executable, "-m", "medmtl.data.synthetic", "--out", str(tmp_path / "bad"), "--label-noise", "nodule=0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "unknown task" in bad.stderr and not (tmp_path / "bad").exists()
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x.txt").write_text("x")
     refused = subprocess.run(
@@ -302,3 +326,184 @@ def test_cli_help_and_run(tiny, tmp_path):
         check=False,
     )
     assert refused.returncode != 0 and "not empty" in refused.stderr
+
+
+# --- label noise and ceilings -------------------------------------------------------------------
+
+
+def test_rank_auc_on_known_cases():
+    assert rank_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert rank_auc([1.0, 2.0, 3.0], [0, 1, 1]) == 1.0
+    assert rank_auc([3.0, 2.0, 1.0], [0, 1, 1]) == 0.0
+    assert rank_auc([1.0, 1.0, 1.0, 1.0], [0, 1, 0, 1]) == 0.5  # ties count one half
+    assert rank_auc([0.5, 0.2, 0.9], [1, 1, 1]) is None
+
+
+def test_label_noise_parsing_and_validation(tmp_path):
+    assert parse_label_noise(["nodule_malignancy=0.03", "cxr_findings=0.01, nodule_malignancy=0.05"]) == {
+        "nodule_malignancy": 0.05,
+        "cxr_findings": 0.01,
+    }
+    assert parse_label_noise([]) == {}
+    for spec in ("nodule_malignancy", "nodule_malignancy=lots"):
+        with pytest.raises(ConfigError, match="TASK=RATE"):
+            parse_label_noise([spec])
+    assert max(DEFAULT_LABEL_NOISE.values()) <= 0.05
+    for noise, message in (
+        ({"nodule": 0.1}, "unknown task"),
+        ({"nodule_malignancy": 0.7}, r"\[0, 0.5\]"),
+        ({"nodule_malignancy": -0.1}, r"\[0, 0.5\]"),
+        ({"ct_organ_seg": 0.1}, "must be 0"),
+        ({"mammo_mass_det": 0.1}, "must be 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            generate(tmp_path / "x", preset="tiny", label_noise=noise)
+    assert not (tmp_path / "x").exists()
+
+
+def test_label_flips_are_seeded_and_nested():
+    clean = [0, 1] * 500
+    low = _publish(0, "nodule_malignancy", 7, clean, 0.03)
+    assert low == _publish(0, "nodule_malignancy", 7, clean, 0.03)
+    high = _publish(0, "nodule_malignancy", 7, clean, 0.2)
+    flipped_low = {i for i, (c, v) in enumerate(zip(clean, low)) if c != v}
+    flipped_high = {i for i, (c, v) in enumerate(zip(clean, high)) if c != v}
+    assert flipped_low <= flipped_high  # a higher rate flips a superset
+    assert 0.01 < len(flipped_low) / len(clean) < 0.06 and 0.15 < len(flipped_high) / len(clean) < 0.25
+    assert _publish(0, "nodule_malignancy", 7, clean, 0.0) == clean
+    assert _publish(1, "nodule_malignancy", 7, clean, 0.2) != high  # another seed, other flips
+
+
+def test_manifest_records_label_noise_clean_labels_and_ceilings(tiny, datalist, manifest):
+    assert manifest["label_noise"] == DEFAULT_LABEL_NOISE
+    published = {e["id"]: e["label"] for s in SECTIONS for e in datalist[s] if e["task"] == "nodule_malignancy"}
+    nodules = manifest["samples"]["nodule_malignancy"]
+    for s in nodules:
+        assert s["label"] == published[s["id"]]
+        assert s["label_flipped"] == (s["label"] != s["clean_label"])
+    cxr = manifest["samples"]["cxr_findings"]
+    assert all(s["label"] == s["clean_label"] for s in cxr)  # no CXR label noise by default
+    ceilings = manifest["ceilings"]
+    assert set(ceilings) == set(TASKS)
+    metrics = {"ct_organ_seg": "dice", "nodule_malignancy": "auc", "cxr_findings": "auc", "mammo_mass_det": "map@0.1"}
+    for task, c in ceilings.items():
+        assert c["metric"] == metrics[task] and c["note"]
+        for section in SECTIONS:
+            rows = [s for s in manifest["samples"][task] if s["section"] == section]
+            if task == "nodule_malignancy":
+                expected = rank_auc([s["logit"] for s in rows], [s["label"] for s in rows])
+                assert c[section] == pytest.approx(expected, abs=1e-4)
+                assert c["flipped_labels"][section] == sum(s["label_flipped"] for s in rows)
+            elif task == "cxr_findings":
+                assert c[section] == 1.0 and c["flipped_labels"][section] == 0
+                assert all(v in (1.0, None) for v in c["per_finding"][section].values())
+            else:
+                assert c[section] == 1.0
+    assert ceilings["ct_organ_seg"]["per_class"] == {n: 1.0 for n in get_task("ct_organ_seg").class_names[1:]}
+    readme = (tiny / "README.txt").read_text()
+    assert "Ceilings" in readme and "Label noise" in readme and "nodule_malignancy    0.03" in readme
+
+
+def test_label_noise_changes_labels_only(tiny, tmp_path):
+    noise = {"nodule_malignancy": 0.5, "cxr_findings": 0.3}
+    noisy = generate(tmp_path / "noisy", preset="tiny", seed=0, label_noise=noise)
+    root = noisy.parent
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest["label_noise"]["nodule_malignancy"] == 0.5 and manifest["label_noise"]["cxr_findings"] == 0.3
+    reference, hashes = _hashes(tiny), _hashes(root)
+    images = [name for name in reference if name.endswith((".nii.gz", ".png", ".dcm"))]
+    assert all(hashes[name] == reference[name] for name in images)  # the flips never touch an image
+    nodules = manifest["samples"]["nodule_malignancy"]
+    assert any(s["label_flipped"] for s in nodules)
+    reference_samples = json.loads((tiny / MANIFEST).read_text())["samples"]["nodule_malignancy"]
+    clean = {s["id"]: s["clean_label"] for s in reference_samples}
+    assert all(s["clean_label"] == clean[s["id"]] for s in nodules)
+    cxr = manifest["samples"]["cxr_findings"]
+    assert any(s["label"] != s["clean_label"] for s in cxr)
+    ceiling = manifest["ceilings"]["cxr_findings"]["training"]
+    assert ceiling is not None and ceiling < 1.0
+
+
+# --- learnability: every positive label is visible ------------------------------------------------
+
+_MIN_EFFUSION_ML = 150.0
+
+
+def _fluid_ml(anat, side: str, level: float, step: float = 3.0) -> float:
+    """Fluid voxels of the rendered upright phantom (with minus without the effusion), in ml."""
+    floor = anat.cavity_floor(side)
+    x0 = -200.0 if side == "R" else 0.0
+    shape = (67, 87, int((1.35 * level + 40) / step))
+    grid = Grid((x0 + step / 2, -130.0 + step / 2, floor - 10.0), (step, step, step), shape)
+    with_fluid, _ = render(anat, grid, Findings(effusion={side: level}), upright=True)
+    without, _ = render(anat, grid, Findings(), upright=True)
+    return float(((with_fluid == FLUID) & (without != FLUID)).sum() * step**3 / 1000.0)
+
+
+def test_every_effusion_holds_visible_fluid(manifest):
+    # Counted in the rendered phantom of every effusion-positive radiograph of the tiny preset.
+    positives = [s for s in manifest["samples"]["cxr_findings"] if s["clean_label"][2]]
+    assert positives
+    for s in positives:
+        index = int(s["id"].split("_")[1])
+        anat = sample_anatomy(np.random.default_rng([0, 3, index]))  # the sample's stream starts with its anatomy
+        assert s["effusion_ml"] and set(s["effusion_ml"]) == set(s["effusion_level_mm"])
+        for side, level in s["effusion_level_mm"].items():
+            rendered = _fluid_ml(anat, side, level)
+            assert rendered >= _MIN_EFFUSION_ML, (s["id"], side, rendered)
+            assert rendered == pytest.approx(s["effusion_ml"][side], rel=0.1)
+    # Fluid layers from each side's own floor, the lowest point of that cavity (well above the
+    # lung_base that levels were once measured from): none at level 0, some 5 mm above it.
+    for seed in range(3):
+        anat = sample_anatomy(np.random.default_rng(seed))
+        for side in ("R", "L"):
+            assert anat.cavity_floor(side) > anat.lung_base + 5.0
+            assert effusion_volume(anat, side, 0.0) == 0.0 < effusion_volume(anat, side, 5.0)
+
+
+def _noise_std(pixels: np.ndarray) -> np.ndarray:
+    """The per-pixel standard deviation of the radiograph's quantum noise (see ``make_cxr``)."""
+    return 0.006 + 0.012 * pixels
+
+
+def _lower_zone_mean(sample: CXRSample, pixels: np.ndarray, side: str) -> float:
+    """Mean pixel value of the lower third of one lung field (cavity floor to a third of the way up)."""
+    anat = sample.anatomy
+    floor = anat.cavity_floor(side)
+    cx, ax = anat.lung_center[side][0], anat.lung_axes[side][0]
+    r0, c0 = sample.pixel_of(cx - 0.8 * ax, floor + (anat.lung_apex - floor) / 3)
+    r1, c1 = sample.pixel_of(cx + 0.8 * ax, floor)
+    return float(pixels[round(r0) : round(r1) + 1, round(c0) : round(c1) + 1].mean())
+
+
+def test_every_finding_is_visible_at_128_pixels():
+    # The same patient with and without each finding (make_cxr draws every finding whatever the
+    # label, so the pair differs by that finding alone), at 128 x 128 (3.1 mm per pixel): the
+    # finding must change the image by several noise standard deviations.
+    preset = PRESETS["small"]
+    assert preset.cxr_size == (128, 128)
+    for seed in range(3):
+        base = make_cxr(np.random.default_rng(seed), preset, [0, 0, 0])
+        sigma = _noise_std(base.pixels)
+        nodule, ptx, effusion = (
+            make_cxr(np.random.default_rng(seed), preset, flags) for flags in ([1, 0, 0], [0, 1, 0], [0, 0, 1])
+        )
+        assert nodule.label == [1, 0, 0] and nodule.anatomy.dome == base.anatomy.dome and nodule.origin == base.origin
+        # Nodules: 18-40 mm, each one's centre several noise std brighter (3 x 3 pixel mean).
+        assert nodule.meta["nodules"]
+        diff = nodule.pixels - base.pixels
+        for n in nodule.meta["nodules"]:
+            assert 18.0 <= n["diameter_mm"] <= 40.0 and n["density"] in ("solid", "calcified")
+            r, c = (round(v) for v in n["center_px"])
+            local = diff[r - 1 : r + 2, c - 1 : c + 2].mean() / sigma[r, c]
+            assert local > 5.0, (seed, n, local)
+        # Pneumothorax: the air rim darkens hundreds of pixels by more than 3 noise std.
+        (collapse,) = ptx.meta["pneumothorax"].values()
+        assert 0.6 <= collapse <= 0.8
+        changed = int((np.abs(ptx.pixels - base.pixels) > 3 * sigma).sum())
+        assert changed > 300, (seed, changed)
+        # Effusion: >= 250 ml per side; the lower lung zone is brighter by several noise std.
+        for side, ml in effusion.meta["effusion_ml"].items():
+            assert ml >= 240.0
+            delta = _lower_zone_mean(effusion, effusion.pixels, side) - _lower_zone_mean(base, base.pixels, side)
+            assert delta > 3.0 * float(np.median(sigma)), (seed, side, delta)

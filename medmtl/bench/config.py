@@ -100,7 +100,7 @@ class BenchConfig:
         default_factory=lambda: {
             "ct_organ_seg": {"pixdim": (8.0, 8.0, 8.0), "spatial_size": (32, 32, 32)},
             "nodule_malignancy": {"spatial_size": (32, 32, 32)},
-            "mammo_mass_det": {"spatial_size": (96, 64)},
+            "mammo_mass_det": {"spatial_size": (64, 96)},
             "cxr_findings": {"spatial_size": (64, 64)},
         }
     )

@@ -13,6 +13,13 @@ detection      ``boxes``: float32 ``(N, 2 * dims)`` ``xyxy`` in the output array
                (``x`` = array axis 0 = column of the stored image); ``box_labels``: long ``(N,)``
 ============== ====================================================================================
 
+Axis order: every array and every size here is in MONAI array order. A 2D image is ``(x, y)``:
+``x`` (axis 0) is the **column** of the stored image (PNG / DICOM), ``y`` (axis 1) the **row**, so a
+``spatial_size`` of a portrait mammogram of 192 rows x 128 columns is ``(128, 192)``, *not* the
+``(rows, columns)`` of NumPy / PIL / DICOM ``Rows`` / ``Columns``. 3D CT is ``(x, y, z)`` in RAS.
+The 2D fit checks the size against each image and logs a warning (once per pipeline) when it looks
+transposed (see :class:`~medmtl.data.transforms.ResizeToFit`).
+
 With ``task=None`` only ``image`` is processed (inference). Train mode adds augmentation and is
 reproducible with ``seed``; eval mode is deterministic. In eval mode the CT pipeline keeps the
 whole volume (for sliding-window inference) and every spatial step is a MONAI invertible
@@ -21,8 +28,10 @@ transform, so predictions map back to the input grid with ``monai.transforms.Inv
 Options (``**options``, all modalities unless said otherwise) and defaults:
 
 - ``spatial_size`` (alias ``patch_size``): the task's ``patch_size`` (with ``task=None`` that of
-  the first registered task of the modality). CT segmentation: training patch; nodule, CXR,
-  mammography: output size.
+  the first registered task of the modality), in array order (2D: ``(x, y)`` = (columns, rows)).
+  CT segmentation: training patch; nodule, CXR, mammography: output size. CXR and mammograms are
+  scaled, keeping their aspect ratio, so that they fit *inside* it (scale ``min(size / shape)``)
+  and then padded: nothing is cropped whatever their aspect.
 - ``seed``: ``None``. When given, ``Compose.set_random_state(seed)``.
 - ``aug_prob``: ``0.5``. Probability of each random augmentation (train mode).
 - ``check_modality``: ``True``. A DICOM ``Modality`` tag naming another modality raises
@@ -30,11 +39,18 @@ Options (``**options``, all modalities unless said otherwise) and defaults:
 - ``pixdim`` (CT): ``(1.5, 1.5, 2.0)`` mm; ``(1.0, 1.0, 1.0)`` for classification tasks.
 - ``hu_window`` (CT): ``(-1000.0, 400.0)``, mapped to ``[0, 1]`` with clipping.
 - ``num_samples`` (CT segmentation): ``2`` patches per volume in train mode.
-- ``pos_neg`` (CT segmentation): ``(1.0, 1.0)``, foreground / background patch centre ratio.
+- ``class_ratios`` (CT segmentation): ``(0.5, 1, ..., 1)`` (:data:`BACKGROUND_RATIO`, then 1 per
+  organ class; one value per class of the task, ``num_classes`` of them). Relative frequency of
+  training patch centres per class (MONAI ``RandCropByLabelClassesd``), so that small organs are
+  sampled as often as the lung; background centres lie inside the body. A class missing from a
+  volume gets ratio 0 for that volume. (Replaces the former ``pos_neg``, which drew centres from
+  any foreground voxel, mostly lung.)
 - ``intensity_range`` (CXR, mammo): ``(0.5, 99.5)`` percentiles mapped to ``[0, 1]``.
 - ``use_voi`` (CXR, mammo): ``False``. Use the DICOM VOI window instead when the file has one.
 - ``chest_wall`` (mammo): ``"left"``, the array side (``x = 0``) chest walls are flipped to; the
   image is then padded at the end so the chest wall stays on the edge (``"right"`` pads evenly).
+  In train mode the fit is zoomed out at random (factor 0.9 to 1.0 with probability ``aug_prob``,
+  never zoomed in) and flipped up-down, so the whole breast and every box are kept.
 - ``foreground_threshold`` (mammo): ``0.05``. The breast crop keeps the bounding box of the
   normalised intensities above it (burnt-in markers inside the box are kept).
 
@@ -68,15 +84,13 @@ from monai.transforms import (
     Orientationd,
     RandAdjustContrastd,
     RandAffined,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
-    RandZoomd,
-    Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityRanged,
     Spacingd,
@@ -90,6 +104,8 @@ from medmtl.data.transforms import (
     ForegroundThreshold,
     LoadMedicalImaged,
     OrientBreastd,
+    RandResizeToFitd,
+    ResizeToFitd,
     ScaleIntensityByVOId,
     StandardizeBoxesd,
 )
@@ -108,7 +124,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "pixdim": None,
         "hu_window": (-1000.0, 400.0),
         "num_samples": 2,
-        "pos_neg": (1.0, 1.0),
+        "class_ratios": None,
     },
     "cxr": {**_COMMON, "intensity_range": (0.5, 99.5), "use_voi": False},
     "mammo": {
@@ -122,6 +138,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
 
 _SEG_PIXDIM = (1.5, 1.5, 2.0)
 _PATCH_PIXDIM = (1.0, 1.0, 1.0)
+#: Default share of background patch centres, relative to 1 for each foreground class.
+BACKGROUND_RATIO = 0.5
+#: Random zoom of the mammography fit in train mode (zoom out only: nothing is cropped).
+_MAMMO_ZOOM = (0.9, 1.0)
 
 
 @dataclass(frozen=True)
@@ -188,6 +208,11 @@ def _resolve_task(modality: str, task: str | TaskSpec | None) -> TaskSpec | None
 def _resolve_options(
     modality: str, spec: TaskSpec | None, options: dict[str, Any]
 ) -> dict[str, Any]:
+    if modality == "ct" and "pos_neg" in options:
+        raise ConfigError(
+            "the CT option pos_neg was replaced by class_ratios: patch centres are drawn per class, "
+            "e.g. class_ratios=[0.5, 1, 1, 1, 1] (background, then each organ class)"
+        )
     if "patch_size" in options:
         if "spatial_size" in options:
             raise ConfigError("give spatial_size or patch_size, not both")
@@ -212,9 +237,26 @@ def _resolve_options(
             if spec is not None and spec.kind == "classification"
             else _SEG_PIXDIM
         )
+    if modality == "ct":
+        opts["class_ratios"] = _class_ratios(spec, opts["class_ratios"])
     if not 0.0 <= float(opts["aug_prob"]) <= 1.0:
         raise ConfigError(f"aug_prob must be in [0, 1], got {opts['aug_prob']}")
     return opts
+
+
+def _class_ratios(spec: TaskSpec | None, given: Sequence[float] | None) -> tuple[float, ...] | None:
+    """Patch centre ratio per class of a segmentation task (``None`` for other CT tasks)."""
+    if spec is None or spec.kind != "segmentation":
+        return None if given is None else tuple(float(r) for r in given)
+    if given is None:
+        return (BACKGROUND_RATIO,) + (1.0,) * (spec.num_classes - 1)
+    ratios = tuple(float(r) for r in given)
+    if len(ratios) != spec.num_classes or min(ratios) < 0 or sum(ratios) <= 0:
+        raise ConfigError(
+            f"class_ratios {list(ratios)} must be {spec.num_classes} non-negative values (background "
+            f"first, then {', '.join(spec.class_names[1:])}), not all zero"
+        )
+    return ratios
 
 
 def modality_transforms(
@@ -348,7 +390,7 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
         return xforms  # whole volume, invertible spatial steps only
     # no left-right flips: liver / spleen (and the side of other organs) are told apart by side
     if keys.kind == "segmentation":
-        pos, neg = (float(v) for v in opts["pos_neg"])
+        ratios = list(opts["class_ratios"])
         xforms += [
             CropForegroundd(
                 keys.images,
@@ -359,15 +401,18 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
                 end_coord_key=None,
             ),
             SpatialPadd(keys.images, spatial_size=patch),
-            RandCropByPosNegLabeld(
+            # centres drawn per class: small organs are sampled as often as the lung; a class
+            # missing from a volume gets ratio 0 there (MONAI's warning about it is silenced)
+            RandCropByLabelClassesd(
                 keys.images,
                 label_key="label",
                 spatial_size=patch,
-                pos=pos,
-                neg=neg,
+                ratios=ratios,
+                num_classes=len(ratios),
                 num_samples=int(opts["num_samples"]),
                 image_key="image",
                 image_threshold=0.0,
+                warn=False,
             ),
         ]
     else:
@@ -391,20 +436,22 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
     return xforms
 
 
-def _fit(keys: _Keys, size: Sequence[int], pad_method: str) -> list[MapTransform]:
-    """Resize keeping the aspect ratio so that the longest side fits, then pad / crop to ``size``."""
-    return [
-        Resized(
-            keys.images,
-            spatial_size=max(size),
-            size_mode="longest",
-            mode=keys.modes,
-            anti_aliasing=[m != "nearest" for m in keys.modes],
-        ),
-        ResizeWithPadOrCropd(
-            keys.images, spatial_size=size, mode="constant", method=pad_method
-        ),
-    ]
+def _fit(
+    keys: _Keys, size: Sequence[int], pad_method: str, zoom: tuple[float, float, float] | None = None
+) -> list[MapTransform]:
+    """Resize keeping the aspect ratio so that the whole image fits inside ``size``, then pad to it.
+
+    The scale is ``min(size / shape)`` over the axes (:class:`~medmtl.data.transforms.ResizeToFit`,
+    which warns about a size that looks transposed), so nothing is cropped whatever the aspect.
+    ``zoom``: ``(prob, min, max)`` of a random zoom out within the fit (train mode).
+    """
+    resize_args = dict(mode=keys.modes, anti_aliasing=[m != "nearest" for m in keys.modes])
+    resize = (
+        ResizeToFitd(keys.images, size, **resize_args)
+        if zoom is None
+        else RandResizeToFitd(keys.images, size, prob=zoom[0], zoom_range=zoom[1:], **resize_args)
+    )
+    return [resize, SpatialPadd(keys.images, spatial_size=size, method=pad_method, mode="constant")]
 
 
 def _labels_2d(keys: _Keys) -> list[MapTransform]:
@@ -472,22 +519,16 @@ def _mammo(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[Any]:
             start_coord_key=None,
             end_coord_key=None,
         ),
-        # pad at the end so that the chest wall stays on the array edge it was flipped to
-        *_fit(keys, size, "end" if opts["chest_wall"] == "left" else "symmetric"),
+        # fit inside (train: zoomed out at random, never in) and pad at the end, so that the whole
+        # breast and every box are kept and the chest wall stays on the array edge it was flipped to
+        *_fit(
+            keys,
+            size,
+            "end" if opts["chest_wall"] == "left" else "symmetric",
+            zoom=(p, *_MAMMO_ZOOM) if train else None,
+        ),
     ]
     if train:
-        spatial += [
-            RandFlipd(
-                keys.images, prob=p, spatial_axis=1
-            ),  # up-down only: keeps the chest wall side
-            RandZoomd(
-                keys.images,
-                prob=p,
-                min_zoom=0.9,
-                max_zoom=1.1,
-                mode=keys.modes,
-                padding_mode="constant",
-                keep_size=True,
-            ),
-        ]
+        # up-down only: keeps the chest wall side
+        spatial.append(RandFlipd(keys.images, prob=p, spatial_axis=1))
     return _radiograph(keys, train, opts, spatial)

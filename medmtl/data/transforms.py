@@ -14,6 +14,9 @@ Only what MONAI does not ship lives here:
   in world (RAS, mm) coordinates, e.g. a nodule centre in a full CT volume.
 * :class:`OrientBreast` / :class:`OrientBreastd`: flip mammograms so every chest wall is on the
   same side of the array.
+* :class:`ResizeToFit` / :class:`ResizeToFitd` / :class:`RandResizeToFitd`: resize keeping the
+  aspect ratio so that the whole image fits inside a size (nothing is ever cropped), warning when
+  the size looks transposed; pad afterwards with MONAI's ``SpatialPadd``.
 * :class:`StandardizeBoxesd` and :class:`BoxesFollowd`: boxes from the datalist in any MONAI box
   mode, and boxes that follow any affine-tracked spatial transform of their image.
 """
@@ -42,6 +45,9 @@ from monai.transforms import (
     MapTransform,
     Pad,
     Randomizable,
+    RandomizableTransform,
+    Resize,
+    Resized,
     ScaleIntensityRangePercentiles,
     SpatialCrop,
     Transform,
@@ -68,10 +74,14 @@ __all__ = [
     "LoadMedicalImaged",
     "OrientBreast",
     "OrientBreastd",
+    "RandResizeToFitd",
+    "ResizeToFit",
+    "ResizeToFitd",
     "ScaleIntensityByVOI",
     "ScaleIntensityByVOId",
     "StandardizeBoxesd",
     "breast_laterality",
+    "fit_inside",
 ]
 
 logger = logging.getLogger(__name__)
@@ -649,6 +659,159 @@ class OrientBreastd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.orient(d[key], side)
         return d
+
+
+
+def fit_inside(shape: Sequence[int], size: Sequence[int], zoom: float = 1.0) -> tuple[int, ...]:
+    """The shape of ``shape`` scaled by ``zoom * min(size / shape)``: the largest shape of the same
+    aspect that fits inside ``size`` (``zoom <= 1`` makes it smaller). Rounded, at least 1, never
+    above ``size``."""
+    if len(shape) != len(size):
+        raise ValueError(f"shape {tuple(shape)} and size {tuple(size)} differ in length")
+    scale = min(int(s) / max(int(n), 1) for s, n in zip(size, shape)) * float(zoom)
+    return tuple(min(int(s), max(1, int(round(int(n) * scale)))) for n, s in zip(shape, size))
+
+
+class ResizeToFit(Resize):
+    """MONAI ``Resize`` keeping the aspect ratio so that the whole image fits inside ``spatial_size``.
+
+    The scale is ``min(spatial_size / shape)`` over the axes, so one axis reaches its size and the
+    others stay within theirs; pad afterwards (e.g. ``SpatialPadd`` with the same size) to get
+    exactly ``spatial_size``. Unlike ``Resize(size_mode="longest")`` followed by a pad-or-crop,
+    nothing is cropped whatever the image's aspect. The resize is MONAI's (affine tracked,
+    invertible through ``Resize.inverse``).
+
+    ``spatial_size`` is in the image's array order (MONAI: 2D ``(x, y)`` = (columns, rows) of the
+    stored image). For 2D images the size is checked against the image it is applied to: when more
+    than half of the output would be padding and the transposed size would be filled at least
+    1.5 times as much, a warning naming the image is logged (once per transform), since the size
+    was probably given as (rows, columns). Nothing is raised: real images vary in aspect.
+
+    Args:
+        spatial_size: the size to fit inside, one value per spatial axis.
+        mode, align_corners, anti_aliasing, anti_aliasing_sigma, dtype: see ``monai.transforms.Resize``.
+    """
+
+    def __init__(self, spatial_size: Sequence[int], mode: str = "area", **kwargs: Any) -> None:
+        self.fit_size = tuple(int(s) for s in ensure_tuple(spatial_size))
+        if not self.fit_size or min(self.fit_size) < 1:
+            raise ValueError(f"spatial_size must be positive, got {spatial_size}")
+        super().__init__(spatial_size=self.fit_size, size_mode="all", mode=mode, **kwargs)
+        self._warned = False
+
+    def __call__(self, img: torch.Tensor, zoom: float = 1.0, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        """Resize ``img`` (``(C, *spatial)``) to fit inside the size, times ``zoom`` (``<= 1``).
+
+        ``kwargs`` (``mode``, ``anti_aliasing``, ...) are passed to ``Resize.__call__``.
+        """
+        if not 0.0 < zoom <= 1.0:
+            raise ValueError(f"zoom must be in (0, 1] (a larger one would crop), got {zoom}")
+        shape = img.peek_pending_shape() if isinstance(img, MetaTensor) else img.shape[1:]
+        shape = tuple(int(n) for n in shape)
+        self._check_order(img, shape)
+        # Resize reads its target size from this attribute; it is per call like the state that
+        # MONAI's random transforms keep between randomize() and the call
+        self.spatial_size = fit_inside(shape, self.fit_size, zoom)
+        return super().__call__(img, **kwargs)
+
+    def _check_order(self, img: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if self._warned or len(shape) != 2 or len(self.fit_size) != 2:
+            return
+        area = float(np.prod(self.fit_size))
+        fill = float(np.prod(fit_inside(shape, self.fit_size))) / area
+        flipped = self.fit_size[::-1]
+        fill_t = float(np.prod(fit_inside(shape, flipped))) / area
+        if fill < 0.5 and fill_t >= 1.5 * fill:
+            self._warned = True
+            logger.warning(
+                "%s: spatial_size %s is (x = columns, y = rows), MONAI array order, but this image "
+                "of %d columns x %d rows fills only %.0f%% of it (%s would be filled %.0f%%): was "
+                "the size given as (rows, columns)? (logged once)",
+                _filename(img),
+                list(self.fit_size),
+                shape[0],
+                shape[1],
+                100 * fill,
+                list(flipped),
+                100 * fill_t,
+            )
+
+
+class ResizeToFitd(Resized):
+    """Dictionary twin of :class:`ResizeToFit` (a MONAI ``Resized`` with the fitting resizer).
+
+    Every key is scaled by the factor of its own shape; the keys of one entry (image and mask)
+    share their grid, hence the factor.
+
+    Args:
+        keys: keys of the images.
+        spatial_size: the size to fit inside (array order).
+        mode, align_corners, anti_aliasing, anti_aliasing_sigma, dtype: per key, see ``Resized``.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(keys, spatial_size=tuple(spatial_size), **kwargs)
+        self.resizer = ResizeToFit(spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, torch.Tensor]:
+        return self._resize(data, 1.0, lazy)
+
+    def _resize(self, data: Mapping[Hashable, torch.Tensor], zoom: float, lazy: bool | None) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        lazy_ = self.lazy if lazy is None else lazy
+        for key, mode, align_corners, anti_aliasing, anti_aliasing_sigma, dtype in self.key_iterator(
+            d, self.mode, self.align_corners, self.anti_aliasing, self.anti_aliasing_sigma, self.dtype
+        ):
+            d[key] = self.resizer(
+                d[key],
+                zoom=zoom,
+                mode=mode,
+                align_corners=align_corners,
+                anti_aliasing=anti_aliasing,
+                anti_aliasing_sigma=anti_aliasing_sigma,
+                dtype=dtype,
+                lazy=lazy_,
+            )
+        return d
+
+
+class RandResizeToFitd(RandomizableTransform, ResizeToFitd):
+    """:class:`ResizeToFitd` that, with probability ``prob``, also zooms out by a random factor.
+
+    The factor is drawn uniformly from ``zoom_range`` (within ``(0, 1]``) once per entry and applies
+    to every key. Zooming out only (instead of e.g. ``RandZoomd`` after the fit, which crops when
+    it zooms in and pads on both sides) keeps the whole image and, with an ``"end"`` pad after it,
+    its ``x = 0`` edge where it was.
+
+    Args:
+        keys, spatial_size, kwargs: see :class:`ResizeToFitd`.
+        prob: probability of zooming.
+        zoom_range: ``(min, max)`` zoom factor, ``0 < min <= max <= 1``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        prob: float = 0.5,
+        zoom_range: Sequence[float] = (0.9, 1.0),
+        **kwargs: Any,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        ResizeToFitd.__init__(self, keys, spatial_size, **kwargs)
+        lo, hi = (float(z) for z in zoom_range)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"zoom_range must satisfy 0 < min <= max <= 1, got {tuple(zoom_range)}")
+        self.zoom_range = (lo, hi)
+        self._zoom = 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self._zoom = float(self.R.uniform(*self.zoom_range)) if self._do_transform else 1.0
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, torch.Tensor]:
+        self.randomize()
+        return self._resize(data, self._zoom, lazy)
 
 
 class StandardizeBoxesd(MapTransform):

@@ -458,7 +458,7 @@ def smoke_suite() -> Suite:
                 "num_samples": 1,
             },
             "nodule_malignancy": {"spatial_size": [16, 16, 16]},
-            "mammo_mass_det": {"spatial_size": [64, 48]},
+            "mammo_mass_det": {"spatial_size": [48, 64]},
             "cxr_findings": {"spatial_size": [32, 32]},
         },
     }
@@ -506,7 +506,7 @@ def full_suite() -> Suite:
                 "num_samples": 2,
             },
             "nodule_malignancy": {"spatial_size": [24, 24, 24]},
-            "mammo_mass_det": {"spatial_size": [128, 96]},
+            "mammo_mass_det": {"spatial_size": [96, 128]},
             "cxr_findings": {"spatial_size": [64, 64]},
         },
     }

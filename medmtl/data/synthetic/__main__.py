@@ -1,4 +1,4 @@
-"""Command line: ``python -m medmtl.data.synthetic --out DIR --preset tiny --seed 0``."""
+"""Command line: ``python -m medmtl.data.synthetic --out DIR --preset tiny --seed 0 [--label-noise TASK=RATE]``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from medmtl.data.synthetic.generate import generate
+from medmtl.data.synthetic.generate import DEFAULT_LABEL_NOISE, generate, parse_label_noise
 from medmtl.data.synthetic.presets import PRESETS
 from medmtl.errors import MedMTLError
 
@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=1, help="generator processes; the output does not depend on it (default: 1)"
     )
+    defaults = ", ".join(f"{task}={rate:g}" for task, rate in DEFAULT_LABEL_NOISE.items())
+    parser.add_argument(
+        "--label-noise",
+        action="append",
+        default=[],
+        metavar="TASK=RATE",
+        help="probability that a published label of TASK is flipped (seeded; recorded in synthetic.json); "
+        f"repeat or comma-separate for several tasks, unnamed tasks keep their defaults ({defaults})",
+    )
     return parser
 
 
@@ -48,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         datalist = generate(
-            args.out, preset=args.preset, seed=args.seed, overwrite=args.overwrite, workers=args.workers
+            args.out,
+            preset=args.preset,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            label_noise=parse_label_noise(args.label_noise),
         )
     except MedMTLError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,7 +15,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from medmtl.data.synthetic.lesion import (
-    LABEL_NOISE,
     Lesion,
     make_lesion,
     malignancy_logit,
@@ -58,7 +57,8 @@ class NodulePatch:
     Attributes:
         hu: ``(n, n, n)`` int16 HU values.
         grid: geometry of the patch in the patient's frame.
-        label: published label (clean label with :data:`~.lesion.LABEL_NOISE` flips).
+        label: clean label (``logit > 0``); the generator publishes it with the seeded label
+            noise of :func:`~.generate.generate` (``label_noise``), never drawn here.
         meta: features, clean label and logit, JSON-ready.
     """
 
@@ -126,7 +126,6 @@ def make_nodule_patch(rng: np.random.Generator, preset: Preset) -> NodulePatch:
     lesion = make_lesion(rng, features, frame)
     logit = malignancy_logit(features)
     clean = int(logit > 0)
-    label = 1 - clean if rng.random() < LABEL_NOISE else clean
     n = preset.nodule_patch
     # Whole-mm origin with a +-2 mm offset: nodules are near, not exactly at, the patch centre,
     # as with detector-proposed candidates.
@@ -134,5 +133,5 @@ def make_nodule_patch(rng: np.random.Generator, preset: Preset) -> NodulePatch:
     grid = Grid(origin, (1.0, 1.0, 1.0), (n, n, n))
     hu, _ = render(anat, grid, Findings(nodules=(lesion,)))
     image = _scan(rng, hu, (0.5, 0.5, 0.5), rng.uniform(10.0, 25.0))
-    meta = {**features.as_dict(), "logit": round(float(logit), 3), "clean_label": clean, "label": label}
-    return NodulePatch(image, grid, label, meta)
+    meta = {**features.as_dict(), "logit": round(float(logit), 3), "clean_label": clean}
+    return NodulePatch(image, grid, clean, meta)

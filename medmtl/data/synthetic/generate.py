@@ -6,11 +6,20 @@ on the seed, its task and its index (not on the other samples, the number of wor
 from image size, the preset). Files are written by the deterministic
 writers of :mod:`.writers`, so the same seed and preset give byte-identical output.
 
+Label noise is a parameter, per task (``label_noise``, :data:`DEFAULT_LABEL_NOISE`): the
+generators make clean labels, and each published label is flipped with that task's probability,
+drawn from a stream of its own, ``default_rng([seed, task, index, 2**29])``, so the images do not
+depend on the noise and a higher rate flips a superset of the labels a lower one flips. Every
+sample's clean and published labels, the rates, and the resulting ceiling of each task's key
+metric on each section (the best score any model can reach against the published labels) are
+recorded in ``synthetic.json`` (``label_noise``, ``ceilings``) and ``README.txt``.
+
 Output folder layout::
 
     DIR/datalist.json       medmtl datalist (sections training / validation / test)
-    DIR/synthetic.json      preset, seed, counts, recommended preprocessing, conventions,
-                            per-sample ground truth (lesion features, findings) and file list
+    DIR/synthetic.json      preset, seed, label noise, counts, ceilings, recommended preprocessing,
+                            conventions, per-sample ground truth (lesion features, findings, clean
+                            and published labels) and file list
     DIR/README.txt          the same in words
     DIR/ct/ct_000.nii.gz    CT volume (even indices NIfTI, odd indices a DICOM series folder)
     DIR/ct/ct_001/IM0001.dcm ...
@@ -25,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +47,7 @@ from pydicom.uid import (
     DigitalMammographyXRayImageStorageForPresentation,
     DigitalXRayImageStorageForPresentation,
 )
+from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from medmtl.data.synthetic.ct import make_ct_case, make_nodule_patch
@@ -55,7 +65,7 @@ from medmtl.data.synthetic.writers import (
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
 
-__all__ = ["GENERATOR", "MANIFEST", "generate"]
+__all__ = ["DEFAULT_LABEL_NOISE", "GENERATOR", "MANIFEST", "generate", "parse_label_noise", "rank_auc"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +73,7 @@ logger = logging.getLogger(__name__)
 GENERATOR = "medmtl.data.synthetic"
 #: Name of the manifest file.
 MANIFEST = "synthetic.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 # Stable per-task stream ids (never reorder: they are part of what a seed means).
 _TASK_STREAM = {"ct_organ_seg": 1, "nodule_malignancy": 2, "cxr_findings": 3, "mammo_mass_det": 4}
@@ -71,6 +81,18 @@ _CXR_FORMATS = ("png8", "dx", "png16", "cr")
 _CXR_RATES = (0.35, 0.3, 0.3)  # nodule, pneumothorax, effusion
 _MAMMO_NEGATIVE_RATE = 0.35
 _VIEW_CODES = {"CC": ("399162004", "cranio-caudal"), "MLO": ("399368009", "medio-lateral oblique")}
+# Tag of the label-noise streams (the design uses 2**30, the splits 2**31).
+_NOISE_TAG = 2**29
+
+#: Probability that a published label is flipped, per task (reader disagreement). Only the
+#: classification tasks take label noise; masks and boxes are exact.
+DEFAULT_LABEL_NOISE: dict[str, float] = {
+    "ct_organ_seg": 0.0,
+    "nodule_malignancy": 0.03,
+    "cxr_findings": 0.0,
+    "mammo_mass_det": 0.0,
+}
+_NOISY_TASKS = ("nodule_malignancy", "cxr_findings")
 
 
 @dataclass
@@ -89,7 +111,76 @@ def _rng(seed: int, task: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _TASK_STREAM[task], index])
 
 
-def _ct_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
+def _publish(seed: int, task: str, index: int, clean: Sequence[int], rate: float) -> list[int]:
+    """The published labels: each clean 0/1 label flipped with probability ``rate``.
+
+    One uniform draw per label from the sample's own noise stream, whatever the rate, so the
+    flips are reproducible and a higher rate flips a superset of the labels a lower one flips.
+    """
+    draws = np.random.default_rng([seed, _TASK_STREAM[task], index, _NOISE_TAG]).random(len(clean))
+    return [1 - int(c) if u < rate else int(c) for c, u in zip(clean, draws)]
+
+
+def _check_label_noise(label_noise: Mapping[str, float] | None) -> dict[str, float]:
+    """The label-noise rate of every task: ``label_noise`` over :data:`DEFAULT_LABEL_NOISE`."""
+    rates = dict(DEFAULT_LABEL_NOISE)
+    if label_noise is None:
+        return rates
+    if not isinstance(label_noise, Mapping):
+        raise ConfigError(f"label_noise must map task names to flip probabilities, got {label_noise!r}")
+    for task, rate in label_noise.items():
+        if task not in rates:
+            raise ConfigError(f"label_noise: unknown task {task!r}; expected one of {sorted(rates)}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"label_noise[{task!r}] must be a number in [0, 0.5], got {rate!r}")
+        rate = float(rate)
+        if not 0.0 <= rate <= 0.5:
+            raise ConfigError(f"label_noise[{task!r}] must be in [0, 0.5], got {rate}")
+        if rate > 0 and task not in _NOISY_TASKS:
+            raise ConfigError(
+                f"label_noise[{task!r}] must be 0: only {list(_NOISY_TASKS)} take label noise (masks and boxes "
+                "are exact)"
+            )
+        rates[task] = rate
+    return rates
+
+
+def parse_label_noise(specs: Sequence[str]) -> dict[str, float]:
+    """Parse ``TASK=RATE`` items (each may hold several, comma-separated), as the CLI takes them.
+
+    Raises:
+        ConfigError: an item that is not ``TASK=RATE`` with a numeric rate.
+    """
+    rates: dict[str, float] = {}
+    for spec in specs:
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            task, sep, value = item.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                rates[task.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(
+                    f"label noise {item!r}: expected TASK=RATE, e.g. nodule_malignancy=0.03"
+                ) from None
+    return rates
+
+
+def rank_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """ROC AUC of ``scores`` against 0/1 ``labels`` (Mann-Whitney U; ties count one half).
+
+    Returns:
+        the AUC, or ``None`` when the labels hold a single class.
+    """
+    y = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _ct_sample(out: Path, preset: Preset, seed: int, index: int, noise: float) -> _Sample:
     task = "ct_organ_seg"
     case = make_ct_case(_rng(seed, task, index), preset)
     cid = f"ct_{index:03d}"
@@ -117,22 +208,25 @@ def _ct_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
     return _Sample(task, index, entry, frozenset({fmt}), meta, files + [label])
 
 
-def _nodule_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
+def _nodule_sample(out: Path, preset: Preset, seed: int, index: int, noise: float) -> _Sample:
     task = "nodule_malignancy"
     patch = make_nodule_patch(_rng(seed, task, index), preset)
+    (label,) = _publish(seed, task, index, [patch.label], noise)
     nid = f"nod_{index:03d}"
     image = f"nodule/{nid}.nii.gz"
     (out / "nodule").mkdir(parents=True, exist_ok=True)
     write_nifti(out / image, patch.hu, patch.grid.origin, patch.grid.spacing)
-    class_name = get_task(task).class_names[patch.label]
-    entry = {"task": task, "id": nid, "image": image, "label": patch.label}
-    return _Sample(task, index, entry, frozenset({class_name}), {"id": nid, **patch.meta}, [image])
+    class_name = get_task(task).class_names[label]
+    entry = {"task": task, "id": nid, "image": image, "label": label}
+    meta = {"id": nid, **patch.meta, "label": label, "label_flipped": label != patch.label}
+    return _Sample(task, index, entry, frozenset({class_name}), meta, [image])
 
 
-def _cxr_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
+def _cxr_sample(out: Path, preset: Preset, seed: int, index: int, noise: float) -> _Sample:
     task = "cxr_findings"
     findings = block_design(seed, _TASK_STREAM[task], index, _CXR_RATES)
     cxr = make_cxr(_rng(seed, task, index), preset, findings)
+    label = _publish(seed, task, index, cxr.label, noise)
     xid = f"cxr_{index:03d}"
     fmt = _CXR_FORMATS[index % len(_CXR_FORMATS)]
     (out / "cxr").mkdir(parents=True, exist_ok=True)
@@ -171,13 +265,13 @@ def _cxr_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
             tags,
         )
     names = get_task(task).class_names
-    keys = frozenset(n for n, v in zip(names, cxr.label) if v) or frozenset({"normal"})
-    entry = {"task": task, "id": xid, "image": image, "label": cxr.label}
-    meta = {"id": xid, "format": fmt, "label": cxr.label, **cxr.meta}
+    keys = frozenset(n for n, v in zip(names, label) if v) or frozenset({"normal"})
+    entry = {"task": task, "id": xid, "image": image, "label": label}
+    meta = {"id": xid, "format": fmt, "label": label, "clean_label": cxr.label, **cxr.meta}
     return _Sample(task, index, entry, keys, meta, [image])
 
 
-def _mammo_sample(out: Path, preset: Preset, seed: int, index: int) -> _Sample:
+def _mammo_sample(out: Path, preset: Preset, seed: int, index: int, noise: float) -> _Sample:
     task = "mammo_mass_det"
     # Cycle formats, lateralities and views so every combination occurs in any 8 consecutive
     # samples (the tiny preset's training section then holds each of them).
@@ -252,9 +346,9 @@ _MAKERS = {
 }
 
 
-def _run_job(job: tuple[str, Path, Preset, int, int]) -> _Sample:
-    task, out, preset, seed, index = job
-    return _MAKERS[task](out, preset, seed, index)
+def _run_job(job: tuple[str, Path, Preset, int, int, float]) -> _Sample:
+    task, out, preset, seed, index, noise = job
+    return _MAKERS[task](out, preset, seed, index, noise)
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> list[str]:
@@ -297,6 +391,9 @@ def _remove_previous(out: Path, files: list[str]) -> None:
             folder.rmdir()
 
 
+_SPATIAL_SIZE_ORDER = "x (columns), y (rows): MONAI array order"
+
+
 def _preprocessing(preset: Preset) -> dict[str, Any]:
     return {
         "ct_organ_seg": {
@@ -311,11 +408,14 @@ def _preprocessing(preset: Preset) -> dict[str, Any]:
             "center_crop": list(get_task("nodule_malignancy").patch_size),
         },
         "cxr_findings": {
-            "spatial_size": list(preset.cxr_size),
+            "spatial_size": list(preset.cxr_size[::-1]),
+            "spatial_size_order": _SPATIAL_SIZE_ORDER,
             "intensity": "scale stored values to [0, 1]; invert MONOCHROME1 so that bone is bright",
+            "note": "every finding is sized to be visible at 128 x 128 pixels (3.1 mm per pixel) or finer",
         },
         "mammo_mass_det": {
-            "spatial_size": list(preset.mammo_size),
+            "spatial_size": list(preset.mammo_size[::-1]),
+            "spatial_size_order": _SPATIAL_SIZE_ORDER,
             "laterality": "L breasts lie against the left image edge, R breasts against the right edge; "
             "flip R images to put every chest wall on the left",
         },
@@ -332,12 +432,98 @@ _CONVENTIONS = {
     "mammo_orientation": "L breast against the left image edge, R breast against the right edge "
     "(DICOM PatientOrientation A\\R, P\\L, A\\FR, P\\FL)",
     "boxes": "xyxy pixel coordinates, x = column, y = row, pixel-edge convention (x2, y2 exclusive)",
-    "nodule_label": "malignant when 2.2 log2(d/12mm) + 2.5 spiculation + 1.2 lobulation + density_risk - 0.8 > 0, "
-    "then flipped with probability 0.1",
+    "nodule_label": "clean_label: malignant when logit = 2.2 log2(d/12mm) + 2.5 spiculation + 1.2 lobulation + "
+    "density_risk - 0.8 > 0 (density_risk: solid 0, part_solid +1.2, ground_glass -1, calcified -4); "
+    "label (published): clean_label flipped with probability label_noise.nodule_malignancy (default 0.03), "
+    "label_flipped marks the flips",
+    "cxr_label": "[nodule, pneumothorax, effusion]; clean_label: the findings drawn into the image; label (published): "
+    "each finding flipped with probability label_noise.cxr_findings (default 0)",
+    "cxr_findings_detail": "nodules: center_mm (LPS), center_px [row, column], diameter 18-40 mm, solid or calcified; "
+    "pneumothorax: side -> collapse factor 0.6-0.8; effusion_ml: side -> fluid volume (ml, 250-800); "
+    "effusion_level_mm: side -> fluid height above that side's lowest cavity point",
 }
 
 
-def _readme(preset: Preset, seed: int, counts: dict[str, dict[str, int]]) -> str:
+def _ceilings(samples: dict[str, list[dict[str, Any]]], label_noise: dict[str, float]) -> dict[str, Any]:
+    """Per task and section, the best value of the task's key metric any model can reach.
+
+    Computed from the ground truth in ``samples`` (what ``synthetic.json`` holds), so anyone can
+    recompute them; ``None`` where a section cannot define the metric (a single class).
+    """
+
+    def by_section(task: str) -> dict[str, list[dict[str, Any]]]:
+        return {section: [s for s in samples.get(task, []) if s["section"] == section] for section in SECTIONS}
+
+    ceilings: dict[str, Any] = {}
+    if "ct_organ_seg" in samples:
+        organs = get_task("ct_organ_seg").class_names[1:]
+        ceilings["ct_organ_seg"] = {
+            "metric": "dice",
+            **{section: 1.0 if rows else None for section, rows in by_section("ct_organ_seg").items()},
+            "per_class": {organ: 1.0 for organ in organs},
+            "note": "masks are exact (rendered from the same phantom as the image): predicting them gives Dice 1 "
+            "for every organ",
+        }
+    if "nodule_malignancy" in samples:
+        sections = by_section("nodule_malignancy")
+        ceilings["nodule_malignancy"] = {
+            "metric": "auc",
+            **{
+                section: _round(rank_auc([s["logit"] for s in rows], [s["label"] for s in rows]))
+                for section, rows in sections.items()
+            },
+            "flipped_labels": {section: sum(s["label_flipped"] for s in rows) for section, rows in sections.items()},
+            "note": "ROC AUC of the generator's malignancy logit (samples[].logit, the latent risk score the clean "
+            "label thresholds at 0) against the published labels; below 1 only through the label noise "
+            f"({label_noise['nodule_malignancy']:g})",
+        }
+    if "cxr_findings" in samples:
+        names = get_task("cxr_findings").class_names
+        per_finding: dict[str, dict[str, float | None]] = {}
+        means: dict[str, float | None] = {}
+        for section, rows in by_section("cxr_findings").items():
+            aucs = {
+                name: rank_auc([s["clean_label"][k] for s in rows], [s["label"][k] for s in rows])
+                for k, name in enumerate(names)
+            }
+            per_finding[section] = {name: _round(v) for name, v in aucs.items()}
+            defined = [v for v in aucs.values() if v is not None]
+            means[section] = _round(float(np.mean(defined))) if defined else None
+        ceilings["cxr_findings"] = {
+            "metric": "auc",
+            **means,
+            "per_finding": per_finding,
+            "flipped_labels": {
+                section: sum(a != b for s in rows for a, b in zip(s["label"], s["clean_label"]))
+                for section, rows in by_section("cxr_findings").items()
+            },
+            "note": "mean over findings of the ROC AUC of the clean label (samples[].clean_label, what the image "
+            "shows) against the published label; 1 without label noise "
+            f"({label_noise['cxr_findings']:g}); every finding is visible at 128 x 128",
+        }
+    if "mammo_mass_det" in samples:
+        ceilings["mammo_mass_det"] = {
+            "metric": "map@0.1",
+            **{
+                section: 1.0 if any(s["boxes"] for s in rows) else None
+                for section, rows in by_section("mammo_mass_det").items()
+            },
+            "note": "boxes are exact (the bounding boxes of the rendered masses): predicting them gives mAP 1",
+        }
+    return ceilings
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _readme(
+    preset: Preset,
+    seed: int,
+    counts: dict[str, dict[str, int]],
+    label_noise: dict[str, float],
+    ceilings: dict[str, Any],
+) -> str:
     lines = [
         f"medmtl synthetic benchmark - preset {preset.name!r}, seed {seed}",
         "",
@@ -352,11 +538,22 @@ def _readme(preset: Preset, seed: int, counts: dict[str, dict[str, int]]) -> str
     lines += ["", "Conventions:"]
     lines += [f"  {k}: {v}" for k, v in _CONVENTIONS.items() if k != "ct_mask_labels"]
     lines.append(f"  ct_mask_labels: {_CONVENTIONS['ct_mask_labels']}")
-    lines += ["", f"Recommended CT resampling for this preset: {list(preset.ct_spacing)} mm (x, y, z).", ""]
+    lines += ["", f"Recommended CT resampling for this preset: {list(preset.ct_spacing)} mm (x, y, z)."]
+    lines += ["", "Label noise (probability that a published label is flipped; seeded, recorded per sample):"]
+    lines += [f"  {task:20s} {rate:g}" for task, rate in label_noise.items()]
+    lines += ["", "Ceilings (best value of each task's key metric any model can reach against the published labels):"]
+    for task, c in ceilings.items():
+        values = "  ".join(f"{s}={'n/a' if c[s] is None else format(c[s], 'g')}" for s in SECTIONS)
+        flips = ""
+        if "flipped_labels" in c:
+            flips = "  (flipped labels: " + ", ".join(f"{s} {c['flipped_labels'][s]}" for s in SECTIONS) + ")"
+        lines.append(f"  {task:20s} {c['metric']:8s} {values}{flips}")
+        lines.append(f"  {'':20s} {c['note']}")
+    lines.append("")
     return "\n".join(lines)
 
 
-def _samples(jobs: list[tuple[str, Path, Preset, int, int]], workers: int) -> Iterator[_Sample]:
+def _samples(jobs: list[tuple[str, Path, Preset, int, int, float]], workers: int) -> Iterator[_Sample]:
     if workers <= 1:
         yield from map(_run_job, jobs)
         return
@@ -365,7 +562,12 @@ def _samples(jobs: list[tuple[str, Path, Preset, int, int]], workers: int) -> It
 
 
 def generate(
-    out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = False, workers: int = 1
+    out_dir: str | os.PathLike,
+    preset: str = "tiny",
+    seed: int = 0,
+    overwrite: bool = False,
+    workers: int = 1,
+    label_noise: Mapping[str, float] | None = None,
 ) -> Path:
     """Generate the synthetic multi-task benchmark into ``out_dir``.
 
@@ -378,14 +580,20 @@ def generate(
         seed: non-negative integer; the same seed and preset give byte-identical files.
         overwrite: write into a non-empty folder that is not a previous output.
         workers: processes to generate with (the output does not depend on it).
+        label_noise: task -> probability in [0, 0.5] that a published label is flipped (the
+            other tasks keep :data:`DEFAULT_LABEL_NOISE`: ``nodule_malignancy`` 0.03, the others
+            0); only ``nodule_malignancy`` and ``cxr_findings`` (each finding independently) take
+            noise. The flips come from a stream derived from the seed: images never depend on
+            them, and the same seed and rates give the same flips.
 
     Returns:
         the path of ``datalist.json``.
 
     Raises:
-        ConfigError: unknown preset, negative seed, or a refused output folder.
+        ConfigError: unknown preset, negative seed, bad label noise, or a refused output folder.
     """
     spec = get_preset(preset)
+    noise = _check_label_noise(label_noise)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -397,7 +605,7 @@ def generate(
     # rerun into the same folder.
     (out / MANIFEST).write_text(json.dumps({"generator": GENERATOR, "complete": False, "files": []}))
 
-    jobs = [(task, out, spec, seed, i) for task, n in spec.counts.items() for i in range(n)]
+    jobs = [(task, out, spec, seed, i, noise[task]) for task, n in spec.counts.items() for i in range(n)]
     by_task: dict[str, list[_Sample]] = {task: [] for task in spec.counts}
     with tqdm(total=len(jobs), desc=f"synthetic {spec.name}", unit="sample", disable=None) as bar:
         for sample in _samples(jobs, workers):
@@ -423,6 +631,7 @@ def generate(
             {"section": section, "image": s.entry["image"], **s.meta} for s, section in zip(samples, sections)
         ]
 
+    ceilings = _ceilings(ground_truth, noise)
     manifest = {
         "generator": GENERATOR,
         "format_version": _FORMAT_VERSION,
@@ -430,14 +639,16 @@ def generate(
         "preset": spec.name,
         "seed": seed,
         "preset_config": asdict(spec),
+        "label_noise": noise,
         "counts": counts,
+        "ceilings": ceilings,
         "preprocessing": _preprocessing(spec),
         "conventions": _CONVENTIONS,
         "samples": ground_truth,
         "files": sorted(files),
     }
     (out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
-    (out / "README.txt").write_text(_readme(spec, seed, counts))
+    (out / "README.txt").write_text(_readme(spec, seed, counts, noise, ceilings))
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     logger.info("wrote %d samples to %s", len(jobs), out)
     return out / "datalist.json"

@@ -131,7 +131,7 @@ def make_mammogram(rng: np.random.Generator, preset: Preset, laterality: str, vi
         mask = lesion.occupancy(u[None, :], v, spicules=False) > 0.5
         if not mask.any():
             continue
-        signal = signal + np.float32(rng.uniform(0.15, 0.3)) * lesion.projected_thickness(u[None, :], v) * breast
+        signal = signal + np.float32(rng.uniform(0.32, 0.45)) * lesion.projected_thickness(u[None, :], v) * breast
         rr, cc = np.nonzero(mask)
         boxes.append([float(cc.min()), float(rr.min()), float(cc.max() + 1), float(rr.max() + 1)])
         masses_meta.append({"center_px": [int(c), int(r)], **lesion.features.as_dict()})

@@ -25,14 +25,22 @@ well as in size and position):
 
 Per-patient contrast differs (each organ's HU is jittered), so intensity alone does not label
 the organs. Findings (:class:`Findings`) add lung nodules (:mod:`.lesion`), pleural effusion
-(fluid layering by gravity: at the bases when upright, posteriorly when supine) and
-pneumothorax (lung collapsed towards its hilum, air without lung markings between lung and
+and pneumothorax (lung collapsed towards its hilum, air without lung markings between lung and
 chest wall, a thin visceral pleural line at the lung edge).
+
+Effusion layers by gravity. Upright, the fluid surface is flat in world ``z`` and is measured
+from the floor of its own side's cavity (:meth:`Anatomy.cavity_floor`, the lowest point of that
+pleural cavity: the two sides differ, the right dome usually sitting higher), with a meniscus climbing
+the lateral wall; :func:`effusion_level` converts a fluid volume in ml into that level and
+:func:`effusion_volume` back (both count the rendered cavity on a 3 mm grid), so callers draw
+effusions as clinical volumes (the radiographs of :mod:`.cxr`: 250-800 ml per side). Supine
+(CT), the fluid lies posteriorly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -40,7 +48,19 @@ from medmtl.data.synthetic.lesion import Lesion
 from medmtl.data.synthetic.procedural import PlaneWaveNoise, SmoothWarp
 from medmtl.tasks import get_task
 
-__all__ = ["LABELS", "Anatomy", "Findings", "Grid", "render", "sample_anatomy", "sample_lung_point"]
+__all__ = [
+    "FLUID",
+    "LABELS",
+    "Anatomy",
+    "Findings",
+    "Grid",
+    "effusion_level",
+    "effusion_volume",
+    "render",
+    "render_points",
+    "sample_anatomy",
+    "sample_lung_point",
+]
 
 #: Organ label values, taken from the task registry so that the masks follow its class order.
 LABELS: dict[str, int] = {name: i for i, name in enumerate(get_task("ct_organ_seg").class_names)}
@@ -88,8 +108,11 @@ class Findings:
     """Abnormalities added to a phantom.
 
     Attributes:
-        nodules: 3D lesions in world coordinates.
-        effusion: side (``"R"``/``"L"``) -> fluid height in mm above the lowest point of the cavity.
+        nodules: 3D lesions, centred in the anatomy frame (see :func:`render`).
+        effusion: side (``"R"``/``"L"``) -> fluid level in mm. Upright: height of the fluid surface
+            (at the lung's centre line; the meniscus climbs higher laterally) above that side's
+            :meth:`Anatomy.cavity_floor`; :func:`effusion_level` turns a volume into a level.
+            Supine: depth of the posterior fluid layer.
         pneumothorax: side -> collapse factor (lung scaled towards its hilum; 1 = no collapse).
     """
 
@@ -143,7 +166,22 @@ class Anatomy:
 
     @property
     def lung_base(self) -> float:
+        """A z below both diaphragm domes' lateral edges (only bounds the rib cage along z)."""
         return min(self.dome.values()) - self.dome_depth
+
+    @cached_property
+    def _floors(self) -> dict[str, float]:
+        return {}
+
+    def cavity_floor(self, side: str) -> float:
+        """Lowest world z (mm) of one side's pleural cavity: where upright fluid gathers first.
+
+        Found by sampling the rendered cavity (4 mm grid, then 0.5 mm along z near the bottom)
+        and cached; the two sides differ (the right dome usually sits higher than the left one).
+        """
+        if side not in self._floors:
+            self._floors[side] = _cavity_floor(self, side)
+        return self._floors[side]
 
     def hilum(self, side: str) -> tuple[float, float, float]:
         cx, cy, _ = self.lung_center[side]
@@ -257,6 +295,94 @@ def _cavity(anat: Anatomy, side: str, x, y, z, inner_wall) -> np.ndarray:
     return inside
 
 
+#: Margin (mm) added around a lung ellipsoid's bounding box to hold it after the smooth warp.
+_WARP_MARGIN = 20.0
+
+
+def _cavity_samples(
+    anat: Anatomy, side: str, step: float, z_range: tuple[float, float] | None = None, z_step: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """World ``(x, z)`` of the points of a regular grid (``step`` mm; ``z_step`` along z) in one side's cavity.
+
+    The grid spans the lung ellipsoid's bounding box (the cavity lies inside it) widened by the
+    reach of the warp, restricted along z to ``z_range`` when given; points are warped into the
+    anatomy frame as :func:`render` does, so the samples are those of the rendered cavity.
+    """
+    c, ax = anat.lung_center[side], anat.lung_axes[side]
+    lo = [ci - ai - _WARP_MARGIN for ci, ai in zip(c, ax)]
+    hi = [ci + ai + _WARP_MARGIN for ci, ai in zip(c, ax)]
+    if z_range is not None:
+        lo[2], hi[2] = max(lo[2], z_range[0]), min(hi[2], z_range[1])
+    steps = (step, step, z_step or step)
+    x, y, z = (np.arange(l0 + d / 2, max(h0, l0 + d), d, dtype=np.float32) for l0, h0, d in zip(lo, hi, steps))
+    x, y, z = x[:, None, None], y[None, :, None], z[None, None, :]
+    shape = (x.size, y.size, z.size)
+    ax_, ay_, az_ = (np.broadcast_to(v, shape) for v in anat.warp(x, y, z))
+    inside = _cavity(anat, side, ax_, ay_, az_, _inner_wall(anat, ax_, ay_, az_, 12.0))
+    return np.broadcast_to(x, shape)[inside], np.broadcast_to(z, shape)[inside]
+
+
+def _cavity_floor(anat: Anatomy, side: str) -> float:
+    """Lowest world z of one side's cavity: a 4 mm search, refined with 0.5 mm steps along z."""
+    _, z = _cavity_samples(anat, side, 4.0)
+    coarse = float(z.min())
+    _, fine = _cavity_samples(anat, side, 2.0, (coarse - 4.0, coarse + 0.5), z_step=0.5)
+    return float(fine.min()) if fine.size else coarse
+
+
+def _fluid_surface(anat: Anatomy, side: str, x, level: float) -> np.ndarray:
+    """World height (z) of the upright fluid surface over world ``x``: flat at ``level`` above the
+    cavity floor on the lung's centre line, climbing the lateral wall (meniscus) to 1.35 ``level``."""
+    cx, _, _ = anat.lung_center[side]
+    ax, _, _ = anat.lung_axes[side]
+    return np.float32(anat.cavity_floor(side) + level) + np.float32(0.35 * level) * (
+        (x - np.float32(cx)) / np.float32(ax)
+    ) ** 2
+
+
+#: Sampling step (mm) of the cavity when measuring fluid volumes.
+_VOLUME_STEP = 3.0
+#: Highest fluid level (mm above the cavity floor) that :func:`effusion_level` returns.
+_MAX_LEVEL = 160.0
+
+
+def _fluid_ml(anat: Anatomy, side: str, x: np.ndarray, z: np.ndarray, level: float) -> float:
+    return int(np.count_nonzero(z < _fluid_surface(anat, side, x, level))) * _VOLUME_STEP**3 / 1000.0
+
+
+def effusion_volume(anat: Anatomy, side: str, level: float) -> float:
+    """Volume in ml of upright fluid at ``level`` mm above the floor of one side's cavity.
+
+    Counted on a 3 mm grid of the rendered (warped) cavity.
+    """
+    floor = anat.cavity_floor(side)
+    x, z = _cavity_samples(anat, side, _VOLUME_STEP, (floor - 1.0, floor + 1.35 * level + 1.0))
+    return _fluid_ml(anat, side, x, z, level)
+
+
+def effusion_level(anat: Anatomy, side: str, volume_ml: float) -> tuple[float, float]:
+    """The upright fluid level (mm above the cavity floor, see :class:`Findings`) holding ``volume_ml``.
+
+    Returns:
+        ``(level, ml)``: the level and the volume it holds (:func:`effusion_volume`, equal to
+        ``volume_ml`` up to the 3 mm sampling). The level is capped at 160 mm.
+    """
+    floor = anat.cavity_floor(side)
+    # Sample up to a 100 mm level first (enough for ~1 l in most patients), higher only if needed.
+    for top in (100.0, _MAX_LEVEL):
+        x, z = _cavity_samples(anat, side, _VOLUME_STEP, (floor - 1.0, floor + 1.35 * top + 1.0))
+        if _fluid_ml(anat, side, x, z, top) >= volume_ml:
+            break
+    lo, hi = 0.0, top
+    for _ in range(24):
+        mid = 0.5 * (lo + hi)
+        if _fluid_ml(anat, side, x, z, mid) < volume_ml:
+            lo = mid
+        else:
+            hi = mid
+    return hi, _fluid_ml(anat, side, x, z, hi)
+
+
 def _inner_wall(anat: Anatomy, x, y, z, margin: float) -> np.ndarray:
     """Inside the body wall (skin, fat, muscle and ribs), ``margin`` mm inside the fat layer."""
     s = _neck_scale(anat, z)
@@ -295,6 +421,8 @@ def _lung_parenchyma(anat: Anatomy, side: str, x, y, z, collapse: float) -> tupl
 def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tuple[np.ndarray, np.ndarray]:
     """HU and labels at points given by broadcastable coordinate arrays (mm, LPS)."""
     shape = np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z))
+    # Gravity acts in the world frame: fluid levels are flat in world z (the world x, z are kept).
+    world_x, world_z = np.asarray(x, np.float32), np.asarray(z, np.float32)
     x, y, z = (np.broadcast_to(c, shape).astype(np.float32) for c in anat.warp(x, y, z))
     hu = np.full(shape, AIR, np.float32)
     label = np.zeros(shape, np.uint8)
@@ -365,15 +493,9 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
         level = findings.effusion.get(side)
         if level is not None:
             if upright:
-                cx, _, _ = anat.lung_center[side]
-                ax, _, _ = anat.lung_axes[side]
-                # Fluid fills the lowest part first (costophrenic recess) and climbs the lateral
-                # wall (meniscus): the blunted angle of an effusion on an upright film.
-                surface = (
-                    np.float32(anat.lung_base + level)
-                    + np.float32(0.35 * level) * ((x - np.float32(cx)) / np.float32(ax)) ** 2
-                )
-                fluid = cavity & (z < surface)
+                # Fluid fills this side's lowest part first (costophrenic recess) and climbs the
+                # lateral wall (meniscus): the blunted angle of an effusion on an upright film.
+                fluid = cavity & (world_z < _fluid_surface(anat, side, world_x, level))
             else:
                 fluid = cavity & (y > np.float32(anat.b - anat.fat - 12.0 - level))
             hu[fluid] = FLUID
@@ -454,7 +576,9 @@ def _evaluate(anat: Anatomy, x, y, z, findings: Findings, upright: bool) -> tupl
 
 
 def _nodule_hu(nodule: Lesion) -> tuple[float, float]:
-    """(body HU, core HU) of a nodule by density type."""
+    """(body HU, core HU) of a nodule: its own :attr:`~.lesion.Lesion.hu`, else by density type."""
+    if nodule.hu is not None:
+        return nodule.hu, nodule.hu
     density = nodule.features.density
     if density == "ground_glass":
         return -600.0, -600.0
@@ -506,10 +630,31 @@ def render(
     return _evaluate(anat, *grid.coords(), findings or Findings(), upright)
 
 
+def render_points(
+    anat: Anatomy, x, y, z, findings: Findings | None = None, upright: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render` at arbitrary points: ``(hu, label)`` at broadcastable world coordinate arrays (mm)."""
+    return _evaluate(anat, x, y, z, findings or Findings(), upright)
+
+
 def sample_lung_point(
-    anat: Anatomy, rng: np.random.Generator, side: str | None = None, tries: int = 256
+    anat: Anatomy,
+    rng: np.random.Generator,
+    side: str | None = None,
+    tries: int = 256,
+    findings: Findings | None = None,
+    upright: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random point inside the aerated lung, for placing a nodule.
+
+    Args:
+        anat: the patient.
+        rng: random generator.
+        side: ``"R"`` or ``"L"``; either when ``None``.
+        tries: candidate points per round.
+        findings: effusion and pneumothorax to respect (the point is in lung that stays aerated:
+            above the fluid, inside a collapsed lung); none when ``None``.
+        upright: how ``findings`` layer (see :func:`render`).
 
     Returns:
         ``(world, frame)``: the point in world coordinates (where to centre a crop) and in the
@@ -520,7 +665,7 @@ def sample_lung_point(
         s = sides[int(rng.integers(len(sides)))]
         c, ax = np.asarray(anat.lung_center[s]), np.asarray(anat.lung_axes[s])
         pts = (c + ax * rng.uniform(-1.0, 1.0, size=(tries, 3))).astype(np.float32)
-        _, label = _evaluate(anat, pts[:, 0], pts[:, 1], pts[:, 2], Findings(), upright=False)
+        _, label = _evaluate(anat, pts[:, 0], pts[:, 1], pts[:, 2], findings or Findings(), upright=upright)
         hits = np.flatnonzero(label == LABELS["lung"])
         if hits.size:
             world = pts[hits[0]]
