@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 __all__ = [
@@ -46,10 +47,21 @@ MODALITIES: dict[str, int] = {"ct": 3, "cxr": 2, "mammo": 2}
 METRICS = ("dice", "hd95", "auc", "accuracy", "map", "froc")
 
 
-def _dice_ce_loss() -> Any:
+def _dice_ce_loss(class_weights: tuple[float, ...] | None = None) -> Any:
+    import torch
     from monai.losses import DiceCELoss
 
-    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    # batch Dice (nnU-Net's choice): with per-patch Dice, an organ absent from a patch scores best
+    # when it is predicted nowhere, a pull against the small organs most patches miss
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True, weight=weight)
+
+
+# Class weights of the organ loss (background, lung, liver, spleen, kidney; cross-entropy and Dice):
+# spleen and kidneys fill ~1.5 % of the patch voxels each against ~7 % for lung and liver. With
+# equal weights both were still at validation Dice 0 after 6-9 epochs of the benchmark's 24 CT
+# volumes (per-patch or batch Dice); weighted 4x, kidneys 0.80 and spleen 0.14 by epoch 6.
+_ORGAN_CLASS_WEIGHTS = (0.5, 1.0, 1.0, 4.0, 4.0)
 
 
 def _ce_loss() -> Any:
@@ -172,7 +184,7 @@ register_task(
         patch_size=(64, 64, 64),
         metrics=("dice", "hd95"),
         key_metric="dice",
-        loss=_dice_ce_loss,
+        loss=partial(_dice_ce_loss, _ORGAN_CLASS_WEIGHTS),
         description="multi-organ segmentation of CT volumes",
     )
 )

@@ -260,6 +260,11 @@ def test_smoke_suite_end_to_end(tmp_path):
     results = json.loads(report["tables"]["json"].read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert set(rows) == {r.name for r in suite.rows}
+    # selected on validation, reported on the test section
+    assert {r["section"] for r in rows.values()} == {"test"}
+    for name in rows:
+        tested = json.loads((tmp_path / "rows" / name / "eval" / "metrics_test.json").read_text())
+        assert set(tested["tasks"]) == set(suite.row(name).tasks)
     for name, r in rows.items():
         assert r["seconds"] > 0 and r["params_total"] > 0
         assert set(r["metrics"]) == set(suite.row(name).tasks)
@@ -356,3 +361,60 @@ def test_headline_delta_m_of_means_resists_one_collapsed_baseline() -> None:
     # of means: nodule 0.66 vs 0.6 (+10 %), mammo 0.5 vs 0.205 (+143.9 %)
     assert equal["delta_m_of_means"] == pytest.approx((10.0 + (0.5 - 0.205) / 0.205 * 100) / 2)
     assert heads[f"single.{nodule}"]["delta_m_of_means"] is None
+
+
+def test_baselines_suite_rows_and_recipes() -> None:
+    from medmtl.experiments.runner import bundle_overrides
+    from medmtl.experiments.suites import BASELINE_RECIPES
+
+    suite = get_suite("baselines")
+    assert suite.preset == "benchmark"
+    assert sorted(r.name for r in suite.rows) == sorted(
+        f"single.{t}{s}" for t in ALL_TASKS for s in ("", "@s1", "@s2")
+    )
+    for row in suite.rows:
+        (task,) = row.tasks
+        overrides = bundle_overrides(suite, row, "/tmp/out")
+        assert overrides["num_epochs"] == BASELINE_RECIPES[task]["num_epochs"]
+        assert overrides["batch_size"] == {task: BASELINE_RECIPES[task]["batch_size"]}
+        assert overrides["num_epochs"] % overrides["val_interval"] == 0
+        assert overrides["seed"] == row.seed
+
+
+def test_learnability_table_reads_seeds_against_the_ceiling() -> None:
+    from medmtl.experiments.report import learnability
+
+    def record(seed: float, auc: float) -> dict:
+        return {
+            "group": "single",
+            "tasks": ["nodule_malignancy"],
+            "label_fraction": {},
+            "seed": seed,
+            "section": "test",
+            "seconds": 10.0 * (seed + 1),
+            "metrics": {"nodule_malignancy": {"auc": auc, "accuracy": 0.5}},
+            "details": {"nodule_malignancy": {"auc": auc}},
+        }
+
+    table = learnability(
+        [record(0, 0.8), record(1, 0.9), record(2, 1.0)],
+        {"nodule_malignancy": {"test": 0.95, "validation": 0.99}},
+    )
+    (row,) = table
+    assert row["task"] == "nodule_malignancy" and row["key"] == "auc" and row["section"] == "test"
+    assert row["ceiling"] == 0.95 and row["values"] == [0.8, 0.9, 1.0]
+    assert row["stats"][0] == pytest.approx(0.9) and row["stats"][1] == pytest.approx(0.1)
+    assert row["seconds"][0] == pytest.approx(20.0)
+
+
+@pytest.mark.slow
+def test_rows_run_side_by_side_in_worker_processes(tmp_path):
+    """jobs=2: two independent rows train in spawned workers; the manifest and tests are complete."""
+    suite = get_suite("smoke")
+    only = ["single.cxr_findings", "single.nodule_malignancy"]
+    manifest = run_suite(suite, tmp_path, only=only, jobs=2, threads=1)
+    assert {n: manifest.rows[n]["status"] for n in only} == {n: "done" for n in only}
+    for name in only:
+        assert (tmp_path / "rows" / name / "eval" / "metrics_test.json").is_file()
+    with pytest.raises(ConfigError, match="jobs=1"):
+        run_suite(suite, tmp_path, only=only, jobs=2, execute=lambda *a: {})

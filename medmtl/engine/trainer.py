@@ -80,7 +80,9 @@ class MultiTaskTrainer(Trainer):
             gradient scaler). Ignored on CPU.
         nonfinite: ``"raise"`` stops with :class:`NonFiniteLossError` naming the task and the
             iteration; ``"skip"`` logs it, drops the step (no optimizer update) and goes on.
-        grad_clip: max total gradient norm (None: no clipping).
+        grad_clip: max total gradient norm over every optimised parameter (``None`` or 0: no
+            clipping). Clipping to 1 keeps one task's large gradients (detection's are about 15x
+            the multi-label head's on the shared encoder) from dominating a step.
         inferer: how the non-detection heads are run on training batches (MONAI
             ``SimpleInferer`` by default; detection always goes through its ``RetinaNetDetector``).
     """
@@ -125,7 +127,9 @@ class MultiTaskTrainer(Trainer):
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.nonfinite = nonfinite
-        self.grad_clip = grad_clip
+        if grad_clip is not None and not grad_clip >= 0:
+            raise ConfigError(f"grad_clip must be a non-negative number (0 or None: no clipping), got {grad_clip!r}")
+        self.grad_clip = float(grad_clip) if grad_clip else None
         self.inferer = inferer if inferer is not None else SimpleInferer()
         sampler = getattr(train_data_loader, "batch_sampler", train_data_loader)
         mode = getattr(sampler, "mode", None)

@@ -1,6 +1,7 @@
-"""``python -m medmtl.experiments --suite smoke|full --out DIR``: run a suite, then write its report.
+"""``python -m medmtl.experiments --suite smoke|baselines|full --out DIR``: run a suite, then write its report.
 
 Examples:
+    python -m medmtl.experiments --suite baselines --out runs/baselines --jobs 2 --threads 1
     python -m medmtl.experiments --suite full --list
     python -m medmtl.experiments --suite full --out runs/full            # resumes when rerun
     python -m medmtl.experiments --suite full --out runs/full --only transfer.freeze-encoder
@@ -65,6 +66,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="torch intra-op threads (default: torch's choice; 1 is much faster on a shared or busy CPU)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="rows run side by side, each in its own process (with --threads 1 on a 2-core machine: --jobs 2)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="only write the report of the finished rows",
@@ -124,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 only=only,
                 config_file=args.config,
                 dataset_dir=args.dataset_dir,
+                jobs=args.jobs,
+                threads=args.threads,
             )
             failed = [
                 n for n in (r.name for r in suite.select(only)) if not manifest.done(n)

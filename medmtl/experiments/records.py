@@ -19,25 +19,34 @@ from medmtl.engine.metrics import summary_values
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
 
-__all__ = ["METRICS_FILE", "load_metrics", "row_delta_m", "summaries"]
+__all__ = ["METRICS_FILE", "TEST_METRICS_FILE", "load_metrics", "row_delta_m", "summaries"]
 
 
 #: Where the bundle's ``MetricsWriter`` leaves the last validation of a row (under its bundle root).
 METRICS_FILE = Path("eval") / "metrics.json"
+#: Where the runner's evaluation of the selected model on the ``test`` section goes.
+TEST_METRICS_FILE = Path("eval") / "metrics_test.json"
 
 
-def load_metrics(row_dir: str | Path) -> dict[str, Any]:
-    """The last validation of the row in ``row_dir``: ``{"epoch", "key_metric", "score", "tasks"}``.
+def load_metrics(row_dir: str | Path, section: str = "validation") -> dict[str, Any]:
+    """A row's metrics: ``{"epoch", "key_metric", "score", "tasks"}``.
+
+    Args:
+        row_dir: the row's bundle root.
+        section: ``"validation"`` (its last validation, :data:`METRICS_FILE`) or ``"test"`` (the
+            selected model on the test section, :data:`TEST_METRICS_FILE`).
 
     Raises:
         ConfigError: the file is missing or not such a JSON object (names the file).
     """
-    path = Path(row_dir) / METRICS_FILE
+    if section not in ("validation", "test"):
+        raise ConfigError(f"section must be 'validation' or 'test', got {section!r}")
+    path = Path(row_dir) / (METRICS_FILE if section == "validation" else TEST_METRICS_FILE)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no metrics (the row has not been validated yet)"
+            f"{path}: no metrics (the row has not been evaluated on its {section} section yet)"
         ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot read metrics: {e}") from e

@@ -1,7 +1,8 @@
 """Tables (Markdown, CSV, JSON) and plots of a suite's finished rows.
 
-Numbers come from each row's last validation (``eval/metrics.json``: the final model, since the
-suites validate at their last epoch), curves from the TensorBoard events the bundle writes next
+Numbers come from each row's selected model (best validation score) on the ``test`` section
+(``eval/metrics_test.json``; rows without it fall back to their last validation,
+``eval/metrics.json``, and the tables say which), curves from the TensorBoard events the bundle writes next
 to it (``loss/<task>`` and ``weight/<task>`` per iteration, ``<task>/<metric>`` per validation).
 Δm (%) compares a row with the single-task rows named in its ``baselines``
 (:func:`medmtl.experiments.records.row_delta_m`).
@@ -10,6 +11,7 @@ to it (``loss/<task>`` and ``weight/<task>`` per iteration, ``<task>/<metric>`` 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import statistics
@@ -17,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medmtl.data.synthetic import MANIFEST
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
-from medmtl.experiments.records import load_metrics, row_delta_m, summaries
+from medmtl.experiments.records import TEST_METRICS_FILE, load_metrics, row_delta_m, summaries
 from medmtl.experiments.runner import Manifest, row_dir
 from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Suite
 from medmtl.tasks import get_task
@@ -27,6 +30,7 @@ from medmtl.tasks import get_task
 __all__ = [
     "collect",
     "headline",
+    "learnability",
     "read_scalars",
     "write_plots",
     "write_report",
@@ -44,9 +48,14 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
     out = Path(out)
     manifest = Manifest(out / "runs.json")
     metrics: dict[str, dict[str, Any]] = {}
+    sections: dict[str, str] = {}
     for row in suite.rows:
         if manifest.done(row.name):
-            metrics[row.name] = load_metrics(row_dir(out, row))["tasks"]
+            # the selected model on the test section; rows run before the runner tested them
+            # (or by a custom executor) fall back to their last validation
+            section = "test" if (row_dir(out, row) / TEST_METRICS_FILE).is_file() else "validation"
+            metrics[row.name] = load_metrics(row_dir(out, row), section)["tasks"]
+            sections[row.name] = section
     records = []
     for row in suite.rows:
         if row.name not in metrics:
@@ -62,7 +71,9 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
             "seconds": entry.get("seconds"),
             "params_total": entry.get("params", {}).get("total"),
             "params_trainable": entry.get("params", {}).get("trainable"),
+            "section": sections[row.name],
             "metrics": summaries(metrics[row.name]),
+            "details": {t: dict(v) for t, v in metrics[row.name].items()},
             "delta_m": None,
             "delta_m_per_task": {},
             "delta_m_excluded": [],
@@ -189,6 +200,86 @@ def _config(r: Mapping[str, Any]) -> str:
     return " / ".join(parts)
 
 
+def _detail_keys(task: str) -> list[str]:
+    """The per-class keys of a task's metrics that the learnability table shows."""
+    spec = get_task(task)
+    if spec.kind == "segmentation":
+        return [f"dice/{c}" for c in spec.class_names[1:]]
+    if spec.kind == "multilabel":
+        return [f"auc/{c}" for c in spec.class_names]
+    return []
+
+
+def learnability(records: Sequence[Mapping[str, Any]], ceilings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per task: the single-task rows' key metric (mean ± std over seeds) beside its ceiling.
+
+    Args:
+        records: :func:`collect` records; the ``single`` rows with full labels are used.
+        ceilings: ``synthetic.json``'s ``ceilings`` (empty for data without them).
+
+    Returns:
+        One dict per task: ``task``, ``key``, ``section``, ``seeds``, ``values`` (per seed),
+        ``stats`` (mean, std), ``details`` (``{key: (mean, std)}`` per organ / finding),
+        ``ceiling`` (of the section reported, or ``None``) and ``seconds`` (mean, std).
+    """
+    out = []
+    for task in ALL_TASKS:
+        rows = [r for r in records if r["group"] == "single" and r["tasks"] == [task] and not r["label_fraction"]]
+        if not rows:
+            continue
+        key = summary_key(get_task(task), get_task(task).key_metric)
+        section = rows[0].get("section", "validation")
+        ceiling = ceilings.get(task, {}).get(section)
+        out.append(
+            {
+                "task": task,
+                "key": key,
+                "section": section,
+                "seeds": [r["seed"] for r in rows],
+                "values": [r["metrics"][task][key] for r in rows],
+                "stats": _mean_std([r["metrics"][task][key] for r in rows]),
+                "details": {
+                    k: _mean_std([r["details"][task].get(k, float("nan")) for r in rows]) for k in _detail_keys(task)
+                },
+                "ceiling": ceiling,
+                "seconds": _mean_std([r["seconds"] for r in rows]),
+            }
+        )
+    return out
+
+
+def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## Single-task baselines against the ceiling (mean ± std over seeds)",
+        "",
+        "Ceiling: the best score any model could reach given the label noise (`synthetic.json`).",
+        "",
+        "| task | key metric | section | seeds | mean ± std | per seed | ceiling | per class (mean ± std) | time s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in table:
+        details = ", ".join(f"{k.split('/', 1)[1]} {_fmt_pm(v)}" for k, v in t["details"].items()) or "—"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    t["task"],
+                    t["key"],
+                    t["section"],
+                    ",".join(map(str, t["seeds"])),
+                    _fmt_pm(t["stats"]),
+                    " / ".join(_fmt(v) for v in t["values"]),
+                    _fmt(t["ceiling"]),
+                    details,
+                    _fmt_pm(t["seconds"], 0),
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
 def write_tables(
     records: Sequence[Mapping[str, Any]],
     heads: Sequence[Mapping[str, Any]],
@@ -255,7 +346,8 @@ def write_tables(
         "",
         (
             f"Preset `{meta['preset']}`; best weighting: `{meta.get('best_row') or 'not resolved'}`. "
-            "Metrics are the last validation of each row; Δm is against the single-task rows of the same seed "
+            "Metrics are each row's selected model (best validation score) on the test section "
+            "(a row marked † fell back to its last validation); Δm is against the single-task rows of the same seed "
             "(positive = better than single-task)."
         ),
         "",
@@ -265,7 +357,8 @@ def write_tables(
         "|" + "---|" * len(header),
     ]
     for r in records:
-        cells = [f"`{r['name']}`", _config(r), _fmt(r["delta_m"], 2)]
+        mark = " †" if r.get("section") == "validation" else ""
+        cells = [f"`{r['name']}`{mark}", _config(r), _fmt(r["delta_m"], 2)]
         cells += [_fmt(r["metrics"].get(t, {}).get(k)) for t, k in columns]
         cells += [_fmt(r["seconds"], 0), _fmt_params(r)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -301,6 +394,8 @@ def write_tables(
             ]
             cells.append(_fmt_pm(h["seconds"], 0))
             lines.append("| " + " | ".join(cells) + " |")
+    if meta.get("learnability"):
+        lines += _learnability_lines(meta["learnability"])
     notes = [r for r in records if r["delta_m_excluded"]]
     if notes:
         lines += ["", "Metrics left out of Δm (relative change undefined):", ""]
@@ -344,7 +439,7 @@ def _plot_rows(
     rows = [
         r
         for r in records
-        if task in r["tasks"] and r["seed"] == 0 and not r["label_fraction"]
+        if task in r["tasks"] and (r["seed"] == 0 or r["group"] == "single") and not r["label_fraction"]
     ]
     return sorted(rows, key=lambda r: order.get(r["group"], 9))[:limit]
 
@@ -441,7 +536,7 @@ def write_plots(
     if froc_rows:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         metrics_of = {
-            r["name"]: load_metrics(row_dir(out, r["name"]))["tasks"]["mammo_mass_det"]
+            r["name"]: r["details"]["mammo_mass_det"]
             for r in froc_rows
         }
         for r in froc_rows:
@@ -468,6 +563,15 @@ def write_plots(
     return written
 
 
+def _ceilings(out: Path) -> dict[str, Any]:
+    """The ``ceilings`` of the suite's dataset (``out/data/synthetic.json``), or ``{}``."""
+    path = out / "data" / MANIFEST
+    try:
+        return dict(json.loads(path.read_text()).get("ceilings") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     """Tables and plots of the finished rows of ``suite`` under ``out/report``.
 
@@ -480,6 +584,7 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     best_row = manifest.best["row"] if manifest.best else None
     heads = headline(records, best_row)
     meta = {
+        "learnability": learnability(records, _ceilings(out)),
         "suite": suite.name,
         "preset": suite.preset,
         "settings": dict(suite.settings),

@@ -11,7 +11,10 @@ Rows whose weighting is :data:`BEST` use the loss weighting (strategy, parameter
 mode) of the weighting/Table 2 row with the highest Δm on seed 0; the runner resolves it once those
 rows have finished (see :func:`medmtl.experiments.runner.resolve_best`).
 
-Suites (``smoke`` for the tests, ``full`` for ``docs/results.md``):
+Suites (``smoke`` for the tests, ``baselines`` and ``full`` for ``docs/results.md``):
+
+- ``baselines``: the four single-task rows only, three seeds each, with per-task epochs
+  (:data:`BASELINE_RECIPES`): does every task learn, and how close to its ceiling?
 
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
@@ -99,6 +102,8 @@ class Row:
         setting: the name without the seed suffix; rows of one setting differ only in seed.
         headline: whether the row belongs to the headline table (mean ± std over seeds).
         note: one line on what the row tests.
+        overrides: bundle overrides of this row alone, applied after the suite's settings (e.g.
+            a single-task row's own ``num_epochs``).
     """
 
     name: str
@@ -117,6 +122,7 @@ class Row:
     setting: str = ""
     headline: bool = False
     note: str = ""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -127,6 +133,7 @@ class Row:
         object.__setattr__(self, "weighting_params", _frozen(self.weighting_params))
         object.__setattr__(self, "label_fraction", _frozen(self.label_fraction))
         object.__setattr__(self, "baselines", _frozen(self.baselines))
+        object.__setattr__(self, "overrides", _frozen(self.overrides))
         if not self.setting:
             object.__setattr__(self, "setting", self.name.split("@", 1)[0])
 
@@ -179,6 +186,7 @@ class Row:
             "baselines": dict(self.baselines),
             "headline": self.headline,
             "note": self.note,
+            "overrides": dict(self.overrides),
         }
 
 
@@ -212,15 +220,15 @@ class Suite:
                     f"suite {self.name!r}: row {row.name!r} depends on {missing}, which do not come before it"
                 )
             seen.add(row.name)
-        epochs, interval = (
-            int(self.settings["num_epochs"]),
-            int(self.settings["val_interval"]),
-        )
-        if epochs % interval:
-            # the table reads the last validation: it must be the one of the final model
-            raise ConfigError(
-                f"suite {self.name!r}: num_epochs ({epochs}) must be a multiple of val_interval ({interval})"
-            )
+        for row in self.rows:
+            merged = {**self.settings, **row.overrides}
+            epochs, interval = int(merged["num_epochs"]), int(merged["val_interval"])
+            if epochs % interval:
+                # the model is selected on validation: the final model must be one of the candidates
+                raise ConfigError(
+                    f"suite {self.name!r}, row {row.name!r}: num_epochs ({epochs}) must be a multiple of "
+                    f"val_interval ({interval})"
+                )
 
     def row(self, name: str) -> Row:
         """The row called ``name`` (``ConfigError`` listing the rows otherwise)."""
@@ -529,8 +537,47 @@ def full_suite() -> Suite:
     )
 
 
+#: Single-task training recipe of each task on the ``benchmark`` preset: epochs (passes over the
+#: task's training section), validation interval and batch size, sized so that each row takes
+#: 5-8 minutes on one core of the reference machine (2 cores, two rows side by side); the
+#: measured times are in ``docs/results.md``.
+BASELINE_RECIPES: dict[str, dict[str, int]] = {
+    "ct_organ_seg": {"num_epochs": 9, "val_interval": 3, "batch_size": 1},
+    "nodule_malignancy": {"num_epochs": 8, "val_interval": 2, "batch_size": 16},
+    "mammo_mass_det": {"num_epochs": 6, "val_interval": 2, "batch_size": 4},
+    "cxr_findings": {"num_epochs": 18, "val_interval": 3, "batch_size": 16},
+}
+
+
+def baselines_suite() -> Suite:
+    """The four single-task baselines on the ``benchmark`` preset over three seeds (learnability).
+
+    Every row uses the bundle's default recipe (``train.json``: widths, input sizes, learning
+    rate, gradient clipping) with its task's epochs and batch size from :data:`BASELINE_RECIPES`;
+    the report puts each key metric beside the generator's ceiling (``synthetic.json``).
+    """
+    settings = {"num_epochs": 2, "val_interval": 2, "num_workers": 0}
+    rows = [
+        Row(
+            name=_single_name(t),
+            group="single",
+            tasks=(t,),
+            headline=True,
+            note="single-task baseline",
+            overrides={
+                "num_epochs": recipe["num_epochs"],
+                "val_interval": recipe["val_interval"],
+                "batch_size": {t: recipe["batch_size"]},
+            },
+        )
+        for t, recipe in BASELINE_RECIPES.items()
+    ]
+    rows += _with_seeds(rows, (1, 2))
+    return Suite(name="baselines", preset="benchmark", settings=settings, rows=tuple(rows), estimate_s=0.0)
+
+
 #: Suite name -> factory.
-SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke_suite, "full": full_suite}
+SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke_suite, "full": full_suite, "baselines": baselines_suite}
 
 
 def get_suite(name: str) -> Suite:
