@@ -141,7 +141,8 @@ def test_evaluator_reports_every_metric_and_writes_json(tmp_path: Path) -> None:
 
 def test_evaluator_score_is_delta_m_with_baselines() -> None:
     net = make_net()
-    data = toy_datasets(n=4, seed=2)
+    # 8 samples: the untrained net's AUC must not be 0 (a zero baseline has no relative change)
+    data = toy_datasets(n=8, seed=2)
     loaders = {"nodule_malignancy": torch.utils.data.DataLoader(data["nodule_malignancy"], batch_size=4)}
     ev = MultiTaskEvaluator("cpu", TaskChainLoader(loaders), net, tasks=["nodule_malignancy"])
     ev.run()

@@ -661,7 +661,6 @@ class OrientBreastd(MapTransform):
         return d
 
 
-
 def fit_inside(shape: Sequence[int], size: Sequence[int], zoom: float = 1.0) -> tuple[int, ...]:
     """The shape of ``shape`` scaled by ``zoom * min(size / shape)``: the largest shape of the same
     aspect that fits inside ``size`` (``zoom <= 1`` makes it smaller). Rounded, at least 1, never

@@ -220,13 +220,14 @@ class Suite:
                     f"suite {self.name!r}: row {row.name!r} depends on {missing}, which do not come before it"
                 )
             seen.add(row.name)
-        for row in self.rows:
-            merged = {**self.settings, **row.overrides}
+        for where, merged in [("settings", dict(self.settings))] + [
+            (f"row {row.name!r}", {**self.settings, **row.overrides}) for row in self.rows
+        ]:
             epochs, interval = int(merged["num_epochs"]), int(merged["val_interval"])
             if epochs % interval:
                 # the model is selected on validation: the final model must be one of the candidates
                 raise ConfigError(
-                    f"suite {self.name!r}, row {row.name!r}: num_epochs ({epochs}) must be a multiple of "
+                    f"suite {self.name!r}, {where}: num_epochs ({epochs}) must be a multiple of "
                     f"val_interval ({interval})"
                 )
 
@@ -274,6 +275,11 @@ def best_candidates(rows: Sequence[Row]) -> list[Row]:
 
 def _single_name(task: str) -> str:
     return f"single.{task}"
+
+
+def _single_row(task: str, **kwargs: Any) -> Row:
+    """The single-task baseline row of ``task`` (a headline row: it is repeated for every seed)."""
+    return Row(name=_single_name(task), group="single", tasks=(task,), headline=True, note="single-task baseline", **kwargs)
 
 
 def _baselines(
@@ -397,17 +403,7 @@ def _build(
     schedule: Mapping[str, Any],
     estimate_s: float,
 ) -> Suite:
-    singles = [
-        Row(
-            name=_single_name(t),
-            group="single",
-            tasks=(t,),
-            headline=True,
-            note="single-task baseline",
-        )
-        for t in ALL_TASKS
-    ]
-    rows: list[Row] = list(singles)
+    rows: list[Row] = [_single_row(t) for t in ALL_TASKS]
     for strategy in weightings:
         rows.append(
             _weighting_row(
@@ -558,12 +554,8 @@ def baselines_suite() -> Suite:
     """
     settings = {"num_epochs": 2, "val_interval": 2, "num_workers": 0}
     rows = [
-        Row(
-            name=_single_name(t),
-            group="single",
-            tasks=(t,),
-            headline=True,
-            note="single-task baseline",
+        _single_row(
+            t,
             overrides={
                 "num_epochs": recipe["num_epochs"],
                 "val_interval": recipe["val_interval"],
