@@ -31,6 +31,7 @@ from medmtl.tasks import get_task
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "medmtl_multitask"
 TASKS = ["ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"]
 CHANNELS = [8, 16, 32, 64]
+FPN_CHANNELS = 16
 # the tiny-preset training options of the bundle docs, shared by training and inference
 OPTIONS = {
     "ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32]},
@@ -52,7 +53,8 @@ def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bundle")
     (root / "models").mkdir()
     torch.manual_seed(0)
-    torch.save(MultiTaskNet(TASKS, sharing="hard", channels=CHANNELS).state_dict(), root / "models" / "model.pt")
+    net = MultiTaskNet(TASKS, sharing="hard", channels=CHANNELS, fpn_channels=FPN_CHANNELS)
+    torch.save(net.state_dict(), root / "models" / "model.pt")
     return root
 
 
@@ -66,6 +68,7 @@ def workflow(bundle_root: Path, dataset_dir: Path, output_dir: Path, **overrides
         output_dir=str(output_dir),
         num_workers=0,
         channels=CHANNELS,
+        fpn_channels=FPN_CHANNELS,
         pipeline_options=OPTIONS,
         **overrides,
     )
