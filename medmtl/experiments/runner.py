@@ -36,6 +36,7 @@ restarts from scratch. Its recorded time is then that of the last attempt (``"re
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -43,7 +44,7 @@ import math
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,23 @@ def _command(config_file: Path, overrides: Mapping[str, Any]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+@contextlib.contextmanager
+def _logging_to(log_file: Path) -> Iterator[None]:
+    """Root-logger records of level INFO and above also go to ``log_file`` for the duration."""
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(min(previous_level, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+
+
 def _run_workflow(
     config_file: Path, overrides: Mapping[str, Any], log_file: Path
 ) -> dict[str, int]:
@@ -256,49 +274,39 @@ def _run_workflow(
 
     from medmtl.networks import parameter_summary
 
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s")
-    )
-    root = logging.getLogger()
-    root.addHandler(handler)
-    previous_level = root.level
-    root.setLevel(min(previous_level, logging.INFO))
     workflow = None
-    try:
-        meta = config_file.parent / "metadata.json"
-        # logging_file=False: the bundle's logging.conf would reconfigure (and disable) our loggers
-        workflow = ConfigWorkflow(
-            config_file=str(config_file),
-            meta_file=str(meta) if meta.is_file() else None,
-            logging_file=False,
-            workflow_type="train",
-            **overrides,
-        )
-        workflow.initialize()
-        network = workflow.parser.get_parsed_content("network")
-        params = {
-            "total": parameter_summary(network)["total"],
-            "trainable": sum(
-                p.numel() for p in network.parameters() if p.requires_grad
-            ),
-        }
-        workflow.run()
-        workflow.finalize()
-        return params
-    finally:
-        if workflow is not None:
-            # only handlers that were built: get_parsed_content would instantiate missing ones
-            resolved = workflow.parser.ref_resolver.resolved_content
-            for section in ("train#handlers", "validate#handlers"):
-                for h in resolved.get(section) or []:
-                    if isinstance(h, TensorBoardHandler):
-                        h.close()
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
-        handler.close()
-        del workflow
-        gc.collect()
+    with _logging_to(log_file):
+        try:
+            meta = config_file.parent / "metadata.json"
+            # logging_file=False: the bundle's logging.conf would reconfigure (and disable) our loggers
+            workflow = ConfigWorkflow(
+                config_file=str(config_file),
+                meta_file=str(meta) if meta.is_file() else None,
+                logging_file=False,
+                workflow_type="train",
+                **overrides,
+            )
+            workflow.initialize()
+            network = workflow.parser.get_parsed_content("network")
+            params = {
+                "total": parameter_summary(network)["total"],
+                "trainable": sum(
+                    p.numel() for p in network.parameters() if p.requires_grad
+                ),
+            }
+            workflow.run()
+            workflow.finalize()
+            return params
+        finally:
+            if workflow is not None:
+                # only handlers that were built: get_parsed_content would instantiate missing ones
+                resolved = workflow.parser.ref_resolver.resolved_content
+                for section in ("train#handlers", "validate#handlers"):
+                    for h in resolved.get(section) or []:
+                        if isinstance(h, TensorBoardHandler):
+                            h.close()
+            del workflow
+            gc.collect()
 
 
 def _evaluate_test(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> None:
@@ -311,27 +319,23 @@ def _evaluate_test(config_file: Path, overrides: Mapping[str, Any], log_file: Pa
     """
     from monai.bundle import ConfigWorkflow
 
-    handler = logging.FileHandler(log_file)
-    root = logging.getLogger()
-    root.addHandler(handler)
     workflow = None
-    try:
-        evaluate = config_file.parent / "evaluate.json"
-        # overwrite: a rerun after an interruption replaces a partial earlier evaluation
-        workflow = ConfigWorkflow(
-            config_file=[str(config_file), str(evaluate)],
-            logging_file=False,
-            workflow_type=None,
-            **{**overrides, "resume": False, "overwrite": True},
-        )
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-        del workflow
-        gc.collect()
+    with _logging_to(log_file):
+        try:
+            evaluate = config_file.parent / "evaluate.json"
+            # overwrite: a rerun after an interruption replaces a partial earlier evaluation
+            workflow = ConfigWorkflow(
+                config_file=[str(config_file), str(evaluate)],
+                logging_file=False,
+                workflow_type=None,
+                **{**overrides, "resume": False, "overwrite": True},
+            )
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
+        finally:
+            del workflow
+            gc.collect()
 
 
 def _train_and_test(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> dict[str, int]:
