@@ -153,7 +153,10 @@ def test_ckpt_export_traces_a_task(trained: Path) -> None:
 def test_torchrun_two_processes_train_and_evaluate_each_sample_once(tiny: Path, tmp_path: Path) -> None:
     root = tmp_path / "ddp"
     common = {"bundle_root": str(root), "dataset_dir": str(tiny), **SHRINK}
-    check(bundle_run([TRAIN, MULTI_GPU_TRAIN], {**common, "num_epochs": 1, "val_interval": 1}, torchrun=2))
+    # every task in each step with the strategy that needs the most of DDP: one fused forward,
+    # reduced losses for the weights and a second (no-grad) forward for FAMO's update
+    every_task = {"sampling": "all", "weighting": "famo", "weighting_params": {"update": "same_batch"}}
+    check(bundle_run([TRAIN, MULTI_GPU_TRAIN], {**common, **every_task, "num_epochs": 1, "val_interval": 1}, torchrun=2))
     assert (root / "models" / "model.pt").is_file()
     # only rank 0 logs: one process wrote TensorBoard events
     writers = {p.name.split(".")[-2] for p in (root / "eval").glob("events.out.tfevents.*")}

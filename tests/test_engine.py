@@ -107,6 +107,46 @@ def test_gradient_strategy_needs_all_mode(tmp_path: Path) -> None:
     assert all(set(o["losses"]) == set(TASKS) for o in outputs)
 
 
+def test_famo_same_batch_gets_the_losses_of_the_step_batch_after_the_optimizer_step() -> None:
+    net = make_net()
+    loader = make_loader("all")
+    w = build_weighting("famo", TASKS, update="same_batch")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    trainer = MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=loader, network=net, optimizer=opt, weighting=w, epoch_length=2)
+    seen: list[dict] = []
+    update = w.update
+
+    def spy(losses_after, reduce):
+        seen.append({t: float(v) for t, v in losses_after.items()})
+        update(losses_after, reduce)
+
+    w.update = spy
+    outputs: list[dict] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
+    trainer.run()
+    assert len(seen) == len(outputs) == 2
+    for before, after in zip(outputs, seen):
+        assert set(after) == set(TASKS)
+        assert after != before["losses"]  # re-evaluated after the step, not copied
+    assert not torch.equal(w.logits.detach(), torch.zeros(len(TASKS)))
+
+
+def test_grad_norms_of_each_task_are_logged_on_the_chosen_iterations() -> None:
+    net = make_net()
+    w = build_weighting("equal", TASKS)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    trainer = MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader("all"), network=net, optimizer=opt, weighting=w,
+                               epoch_length=2, grad_norm_interval=2)
+    outputs: list[dict] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(output_scalars(e.state.output)))
+    trainer.run()
+    assert not any(k.startswith("grad_norm/") for k in outputs[0])
+    norms = {k: v for k, v in outputs[1].items() if k.startswith("grad_norm/")}
+    assert set(norms) == {f"grad_norm/{t}" for t in TASKS} and all(v > 0 for v in norms.values())
+    with pytest.raises(ConfigError, match="grad_norm_interval"):
+        MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader(), network=net, optimizer=opt, weighting=w, grad_norm_interval=-1)
+
+
 def test_nonfinite_loss_names_task_and_iteration(tmp_path: Path) -> None:
     net = make_net()
     loader = make_loader()

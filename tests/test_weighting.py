@@ -277,26 +277,28 @@ def test_table2_variants_give_the_listed_weights():
 def test_uncertainty_loss_matches_hand_computation_and_is_learned():
     weighting = build_weighting("uncertainty", ["a", "b"])
     with torch.no_grad():
-        weighting.log_vars.copy_(torch.tensor([0.5, -1.0]))
+        for s, value in zip(weighting.log_vars, (0.5, -1.0)):
+            s.fill_(value)
     la = torch.tensor(2.0, requires_grad=True)
     lb = torch.tensor(0.3, requires_grad=True)
     used = weighting.backward({"a": la, "b": lb})
     assert used == pytest.approx({"a": math.exp(-0.5), "b": math.exp(1.0)})
     # d/ds (exp(-s) L + s) = 1 - exp(-s) L ; d/dL = exp(-s)
-    torch.testing.assert_close(weighting.log_vars.grad, torch.tensor([1 - math.exp(-0.5) * 2.0, 1 - math.exp(1.0) * 0.3]))
+    grads = torch.stack([s.grad for s in weighting.log_vars])
+    torch.testing.assert_close(grads, torch.tensor([1 - math.exp(-0.5) * 2.0, 1 - math.exp(1.0) * 0.3]))
     torch.testing.assert_close(la.grad, torch.tensor(math.exp(-0.5)))
 
     net = ToyNet()
     weighting = build_weighting("uncertainty", TASKS)
-    assert weighting.optimizer_parameters() == [weighting.log_vars]
+    assert weighting.optimizer_parameters() == list(weighting.log_vars)
     opt = torch.optim.Adam([{"params": net.parameters()}, {"params": weighting.optimizer_parameters(), "weight_decay": 0.0}], lr=0.05)
-    start = weighting.log_vars.detach().clone()
+    start = weighting.log_variances()
     for step in range(5):
         opt.zero_grad()
         weighting.backward(net.losses(TASKS, step), net.shared_parameters())
         opt.step()
         weighting.step_end()
-    assert not torch.allclose(weighting.log_vars.detach(), start)
+    assert not torch.allclose(weighting.log_variances(), start)
 
 
 def test_uncertainty_absent_task_keeps_its_log_variance():
@@ -307,8 +309,51 @@ def test_uncertainty_absent_task_keeps_its_log_variance():
         opt.zero_grad()
         weighting.backward(net.losses(["seg"], step), net.shared_parameters())
         opt.step()
-    s = weighting.log_vars.detach()
+    s = weighting.log_variances()
     assert s[0] != 0 and s[1] == 0 and s[2] == 0
+
+
+def test_uncertainty_task_absent_after_a_step_does_not_move_under_adamw():
+    """A task seen once and then absent keeps its s_t: no zero gradient for momentum to act on."""
+    net = ToyNet()
+    weighting = build_weighting("uncertainty", TASKS)
+    opt = torch.optim.AdamW([{"params": net.parameters()}, {"params": weighting.optimizer_parameters(), "weight_decay": 0.0}], lr=0.1)
+    opt.zero_grad()
+    weighting.backward(net.losses(TASKS, 0), net.shared_parameters())
+    opt.step()
+    after_first = weighting.log_variances()
+    for step in range(1, 4):
+        opt.zero_grad()
+        weighting.backward(net.losses(["seg"], step), net.shared_parameters())
+        opt.step()
+    now = weighting.log_variances()
+    assert now[0] != after_first[0]
+    torch.testing.assert_close(now[1:], after_first[1:], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["uncertainty", "famo", "gradnorm", "pcgrad", "equal"])
+def test_loss_scale_gives_scaled_gradients_of_the_unscaled_objective(name):
+    """What a float16 GradScaler needs: every gradient (the regularisers' too) times the scale,
+    so that unscaling gives back exactly the gradients of the unscaled step."""
+    grads = {}
+    for scale in (1.0, 1024.0):
+        torch.manual_seed(0)
+        net = ToyNet()
+        weighting = build_weighting(name, TASKS, **({"min_losses": {"seg": 0.1}} if name == "famo" else {}))
+        weighting.backward(net.losses(TASKS, 0), net.shared_parameters(), loss_scale=scale)
+        params = [*net.parameters(), *weighting.optimizer_parameters()]
+        grads[scale] = [p.grad / scale for p in params]
+        if name == "uncertainty":
+            assert all(s.grad is not None for s in weighting.optimizer_parameters())
+    for unscaled, rescaled in zip(grads[1.0], grads[1024.0]):
+        torch.testing.assert_close(rescaled, unscaled, rtol=1e-5, atol=1e-7)
+
+
+def test_uncertainty_loads_a_checkpoint_with_one_log_variance_tensor():
+    weighting = build_weighting("uncertainty", ["a", "b"])
+    weighting.load_state_dict({"log_vars": torch.tensor([0.25, -0.5]), "_extra_state": {"step": 3, "epoch": 1}})
+    torch.testing.assert_close(weighting.log_variances(), torch.tensor([0.25, -0.5]))
+    assert weighting.step == 3
 
 
 def test_dwa_follows_the_formula_after_two_epochs():
@@ -477,3 +522,14 @@ def test_state_dict_round_trip_resumes_exactly(name):
     for a, b in zip(weighting.parameters(), weighting2.parameters()):
         assert torch.equal(a, b)
     assert len({str(h[1]) for h in uninterrupted}) > 1 or name in ("equal", "static", "pcgrad")
+
+
+def test_famo_same_batch_variant_needs_the_update_each_step():
+    weighting = build_weighting("famo", ["fast", "slow"], update="same_batch")
+    assert weighting.wants_losses_after and not build_weighting("famo", ["fast", "slow"]).wants_losses_after
+    param = nn.Parameter(torch.ones(()))
+    weighting.backward(_famo_losses(param, 1.0, 1.0))
+    with pytest.raises(ConfigError, match="update\\(\\) was not called"):
+        weighting.backward(_famo_losses(param, 0.5, 0.99))
+    with pytest.raises(ConfigError, match="'next_batch' or 'same_batch'"):
+        build_weighting("famo", ["a", "b"], update="later")

@@ -1,34 +1,28 @@
-"""Distributed data parallel training of a :class:`~medmtl.networks.MultiTaskNet`.
+"""Distributed data parallel training with ``torchrun`` (gloo on CPU, nccl on CUDA).
 
-``torch.nn.parallel.DistributedDataParallel`` synchronises gradients only for forward passes
-that go through the wrapper. A multi-task net is also called through its task views (sliding
-windows) and its detectors (``RetinaNetDetector`` calls its network directly), so
-:class:`MultiTaskDDP` builds those on top of the wrapper and exposes the multi-task API the
-trainer and evaluator use (``tasks``, ``detector``, ``shared_parameters``, ``sharing_penalty``).
+The trainer wraps its fused step (:class:`~medmtl.engine.step_losses.StepLosses`: every task's
+loss in one call) in ``DistributedDataParallel`` itself when a process group of more than one
+rank exists, so every sampling mode and every weighting strategy trains on several processes;
+the network given to the trainer and the evaluator is the plain ``MultiTaskNet``. Evaluation
+needs no wrapper: each rank scores its shard of the data with the same (synchronised) weights.
 
-Each step carries one task, so only that head's parameters get gradients:
-``find_unused_parameters=True`` is required and set. Every rank draws the same task at each
-step (:class:`~medmtl.engine.sampling.MultiTaskLoader` shares the task sequence across ranks and
-splits the batch), so all ranks build the same graph.
-
-Limits: one forward and one backward per step, as DDP expects, so the sampler's ``all`` mode and
-the strategies that need it (GradNorm, PCGrad, FAMO) are refused in distributed runs.
+This module holds the process-group set-up and the few collectives the trainer adds to DDP's
+gradient averaging: :func:`mean_across_ranks` for the values weighting strategies derive weights
+from, :func:`any_across_ranks` for decisions all ranks must take together.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from medmtl.errors import ConfigError
-from medmtl.networks import MultiTaskNet, TaskView, build_detector
 
-__all__ = ["MultiTaskDDP", "init_distributed", "is_rank_zero", "local_device", "rank_zero_first"]
+__all__ = ["any_across_ranks", "distributed_world", "init_distributed", "is_rank_zero", "local_device", "mean_across_ranks", "rank_zero_first", "wrap_ddp"]
 
 
 def local_device() -> torch.device:
@@ -72,42 +66,32 @@ def rank_zero_first(fn: Callable[[], T]) -> T:
     return result
 
 
-class MultiTaskDDP(DistributedDataParallel):
-    """``DistributedDataParallel`` over a ``MultiTaskNet`` that keeps its multi-task API.
+def distributed_world() -> bool:
+    """True in a distributed run of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-    Args:
-        module: the multi-task network (already on its device).
-        kwargs: passed to ``DistributedDataParallel`` (``device_ids`` ...).
+
+def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over all ranks (a new tensor; ``value`` itself is left as it was)."""
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
+
+
+def any_across_ranks(flag: bool, device: torch.device | str) -> bool:
+    """True on every rank when ``flag`` is True on any rank."""
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device | str) -> DistributedDataParallel:
+    """``DistributedDataParallel`` over ``module`` on ``device``, with unused-parameter detection.
+
+    ``find_unused_parameters=True``: a step's absent tasks leave their heads without gradient,
+    and MONAI's detector returns a constant box loss on images without boxes, so the set of
+    parameters that get a gradient differs between steps and between ranks.
     """
-
-    def __init__(self, module: MultiTaskNet, **kwargs: Any) -> None:
-        kwargs.setdefault("find_unused_parameters", True)
-        super().__init__(module, **kwargs)
-        self._detectors: dict[str, Any] = {}
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self.module.tasks
-
-    @property
-    def task_specs(self) -> dict[str, Any]:
-        return self.module.task_specs
-
-    def task_view(self, task: str) -> TaskView:
-        return TaskView(self, task)
-
-    def detector(self, task: str) -> Any:
-        if task not in self._detectors:
-            spec = self.module.task_specs[task]
-            if spec.kind != "detection":
-                raise ConfigError(f"task {task!r} is a {spec.kind} task; only detection tasks have a detector")
-            box_key, label_key = spec.label_keys
-            anchors = self.module.heads[task].make_anchor_generator()
-            self._detectors[task] = build_detector(self.task_view(task), anchors, box_key=box_key, label_key=label_key)
-        return self._detectors[task]
-
-    def shared_parameters(self) -> list[torch.nn.Parameter]:
-        return self.module.shared_parameters()
-
-    def sharing_penalty(self) -> torch.Tensor:
-        return self.module.sharing_penalty()
+    device = torch.device(device)
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)

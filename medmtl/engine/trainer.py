@@ -2,18 +2,28 @@
 
 Each iteration receives ``{task: batch}`` from :class:`~medmtl.engine.sampling.MultiTaskLoader`
 (one task per step in the one-task modes, every task in ``all`` mode), computes each present
-task's loss with its own head, lets the :mod:`medmtl.weighting` strategy combine them and run
-backward (so gradient-based strategies such as PCGrad can manipulate the shared gradients), adds
-the soft-sharing penalty, and steps the optimizer. Heads of tasks absent from the batch get no
-loss and no gradient.
+task's loss with its own head in ONE call of :class:`~medmtl.engine.step_losses.StepLosses`
+(wrapped in ``DistributedDataParallel`` when a process group of more ranks exists), lets the
+:mod:`medmtl.weighting` strategy combine them and run the one backward (so gradient-based
+strategies such as PCGrad can manipulate the shared gradients), adds the soft-sharing penalty's
+gradient, and steps the optimizer. Heads of tasks absent from the batch get no loss and no
+gradient.
+
+Distributed runs: the strategy gets :func:`~medmtl.engine.distributed.mean_across_ranks` to
+average what it derives weights from; the learnable weighting parameters (uncertainty's
+log-variances), which live outside the DDP module, have their gradients averaged here; DWA's
+epoch means are means over all ranks; a non-finite loss on any rank stops (or skips the step
+on) every rank.
 
 Because it is an ignite engine built on ``monai.engines``, every MONAI handler works with it
 (``CheckpointSaver``, ``CheckpointLoader``, ``StatsHandler``, ``TensorBoardStatsHandler``,
 ``ValidationHandler``, ``LrScheduleHandler`` ...). ``engine.state.output`` holds plain floats::
 
-    {"loss": weighted total, "losses": {task: loss}, "weights": {task: weight}, "penalty": float}
+    {"loss": weighted total, "losses": {task: loss}, "weights": {task: weight}, "penalty": float,
+     "grad_norms": {task: norm}}   # grad_norms only on the iterations grad_norm_interval picks
 
-:func:`output_scalars` flattens it for the stats handlers (``loss/<task>``, ``weight/<task>``).
+:func:`output_scalars` flattens it for the stats handlers (``loss/<task>``, ``weight/<task>``,
+``grad_norm/<task>``).
 """
 
 from __future__ import annotations
@@ -29,9 +39,11 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from medmtl.engine.steps import task_loss
+from medmtl.engine.distributed import any_across_ranks, distributed_world, mean_across_ranks, wrap_ddp
+from medmtl.engine.step_losses import StepLosses
 from medmtl.errors import ConfigError, MedMTLError
 from medmtl.tasks import TaskSpec, get_task
+from medmtl.weighting.base import flat_grad, no_reduce
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -45,10 +57,12 @@ class NonFiniteLossError(MedMTLError):
 
 
 def output_scalars(output: Mapping[str, Any] | None) -> dict[str, float]:
-    """Flatten a trainer output to scalars: ``loss``, ``loss/<task>``, ``weight/<task>``, ``penalty``.
+    """Flatten a trainer output to scalars: ``loss``, ``loss/<task>``, ``weight/<task>``,
+    ``penalty``, ``grad_norm/<task>``.
 
     Used as ``output_transform`` of MONAI's ``StatsHandler`` / ``TensorBoardStatsHandler`` so
-    per-task losses and the current weights are logged every iteration.
+    per-task losses, the current weights and (every ``grad_norm_interval`` iterations) each
+    task's gradient norm on the shared parameters are logged.
     """
     if not output:
         return {}
@@ -57,6 +71,7 @@ def output_scalars(output: Mapping[str, Any] | None) -> dict[str, float]:
     out.update({f"weight/{k}": float(v) for k, v in output.get("weights", {}).items()})
     if output.get("penalty"):
         out["penalty"] = float(output["penalty"])
+    out.update({f"grad_norm/{k}": float(v) for k, v in output.get("grad_norms", {}).items()})
     return out
 
 
@@ -68,7 +83,8 @@ class MultiTaskTrainer(Trainer):
         max_epochs: number of epochs.
         train_data_loader: iterable of ``{task: batch}`` (a ``MultiTaskLoader``).
         network: the multi-task network (``network(x, task)``, ``detector(task)``,
-            ``shared_parameters()``, ``sharing_penalty()``).
+            ``shared_parameters()``, ``sharing_penalty()``), not wrapped: the trainer wraps
+            its fused step in DDP itself.
         optimizer: optimizer over the network (and the weighting's learnable parameters).
         weighting: a :class:`medmtl.weighting.Weighting` strategy.
         tasks: the tasks trained (names or specs); default: the tasks of ``network``.
@@ -85,6 +101,11 @@ class MultiTaskTrainer(Trainer):
             the multi-label head's on the shared encoder) from dominating a step.
         inferer: how the non-detection heads are run on training batches (MONAI
             ``SimpleInferer`` by default; detection always goes through its ``RetinaNetDetector``).
+        distributed: wrap the fused step in ``DistributedDataParallel``; default: when a
+            process group of more than one rank is initialised (``torchrun``).
+        grad_norm_interval: every this many iterations, log each present task's gradient norm
+            on the shared parameters (``grad_norm/<task>``; one extra gradient pass per task on
+            those iterations; averaged over ranks); 0: never.
     """
 
     def __init__(
@@ -104,6 +125,8 @@ class MultiTaskTrainer(Trainer):
         nonfinite: str = "raise",
         grad_clip: float | None = None,
         inferer: Inferer | None = None,
+        distributed: bool | None = None,
+        grad_norm_interval: int = 0,
     ) -> None:
         super().__init__(
             device=device,
@@ -138,49 +161,90 @@ class MultiTaskTrainer(Trainer):
                 f"weighting {weighting.name!r} needs every task's loss in each step: use the sampler mode 'all' "
                 f"(sampler mode is {mode!r})"
             )
-        if isinstance(network, torch.nn.parallel.DistributedDataParallel) and mode == "all":
-            raise ConfigError("distributed training runs one forward and one backward per step: use a one-task sampler mode, not 'all'")
+        if isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            raise ConfigError(
+                "pass the network itself, not a DistributedDataParallel wrapper: the trainer wraps its fused "
+                "multi-task step in DDP (one forward and one backward per step in every sampling mode)"
+            )
+        if isinstance(grad_norm_interval, bool) or not isinstance(grad_norm_interval, int) or grad_norm_interval < 0:
+            raise ConfigError(f"grad_norm_interval must be an integer >= 0 (0: off), got {grad_norm_interval!r}")
+        self.grad_norm_interval = grad_norm_interval
+        self.distributed = distributed_world() if distributed is None else bool(distributed)
+        self.step_losses = StepLosses(network, self.tasks, self.loss_function, device, non_blocking, self.inferer)
+        self._forward: torch.nn.Module = wrap_ddp(self.step_losses, device) if self.distributed else self.step_losses
+        self._reduce = mean_across_ranks if self.distributed else no_reduce
         self._use_amp = bool(amp) and torch.device(device).type == "cuda"
         self._amp_dtype = torch.bfloat16 if self._use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        # per-epoch means of the UNSCALED losses for epoch-level strategies (DWA); with a float16
-        # gradient scaler the losses the weighting sees in backward() are scaled
+        # per-task losses of this epoch's steps, for epoch-level strategies (DWA)
         self._epoch_losses: dict[str, list[float]] = defaultdict(list)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
 
     def _end_epoch(self, engine: Any) -> None:
-        means = {k: sum(v) / len(v) for k, v in self._epoch_losses.items() if v}
+        tasks = [s.name for s in self.tasks]
+        sums = torch.tensor([[sum(self._epoch_losses[t]), len(self._epoch_losses[t])] for t in tasks], dtype=torch.float64)
+        if self.distributed:  # means over every rank's steps, so all ranks get the same DWA weights
+            sums = self._reduce(sums.to(self.state.device)).cpu()
+        means = {t: float(total / count) for t, (total, count) in zip(tasks, sums.tolist()) if count > 0}
         self.weighting.epoch_end(means)
         self._epoch_losses.clear()
+
+    def _task_grad_norms(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter], scale: float) -> dict[str, float]:
+        """Norm of each task's gradient on the shared parameters (averaged over ranks), unscaled."""
+        grads = torch.stack(
+            [flat_grad(torch.autograd.grad(loss * scale, shared, retain_graph=True, allow_unused=True), shared) for loss in losses.values()]
+        )
+        return dict(zip(losses, (self._reduce(grads).norm(dim=1) / scale).tolist()))
+
+    def _add_penalty_gradient(self, penalty: torch.Tensor, scale: float) -> None:
+        # autograd.grad, not a second backward: under DDP one forward allows one backward. The
+        # penalty depends on the parameters only, which are equal on every rank, so its
+        # gradient needs no reduction.
+        params = [p for p in self.network.shared_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(penalty * scale, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+
+    def _reduce_weighting_gradients(self) -> None:
+        # the weighting's learnable parameters live outside the DDP module; every rank has the
+        # same tasks in a step, so the same of them have a gradient (the others stay None)
+        for p in self.weighting.optimizer_parameters():
+            if p.grad is not None:
+                p.grad.copy_(self._reduce(p.grad))
 
     def _iteration(self, engine: Any, batchdata: Mapping[str, Any]) -> dict[str, Any]:
         present = [s for s in self.tasks if s.name in batchdata]
         if not present:
             raise ValueError(f"batch holds none of the trained tasks {[s.name for s in self.tasks]}: {sorted(batchdata)}")
+        batches = {s.name: batchdata[s.name] for s in present}
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
-            losses = {
-                s.name: task_loss(self.network, s, batchdata[s.name], self.loss_function[s.name], engine.state.device, self.non_blocking, self.inferer)
-                for s in present
-            }
+            losses = self._forward(batches)
             penalty = self.network.sharing_penalty() if hasattr(self.network, "sharing_penalty") else None
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v.detach()).all()}
-        if bad:
+        elsewhere = self.distributed and any_across_ranks(bool(bad), engine.state.device) and not bad
+        if bad or elsewhere:
             where = f"iteration {engine.state.iteration} (epoch {engine.state.epoch})"
-            message = ", ".join(f"task {k!r} loss={v}" for k, v in bad.items())
+            message = ", ".join(f"task {k!r} loss={v}" for k, v in bad.items()) or "on another rank"
             if self.nonfinite == "raise":
                 raise NonFiniteLossError(f"non-finite loss at {where}: {message}; stopping (set nonfinite='skip' to skip such steps)")
             logger.warning("skipping step at %s: non-finite loss: %s", where, message)
             return {"loss": float("nan"), "losses": {k: float(v.detach()) for k, v in losses.items()}, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True}
         scaler = self.scaler if (self._use_amp and self._amp_dtype == torch.float16) else None
-        to_backward = {k: scaler.scale(v) for k, v in losses.items()} if scaler is not None else losses
+        # the weighting always sees the unscaled losses; it multiplies what it back-propagates
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         shared = [p for p in self.network.shared_parameters() if p.requires_grad]
-        weights = self.weighting.backward(to_backward, shared)
+        log_norms = self.grad_norm_interval and engine.state.iteration % self.grad_norm_interval == 0 and shared
+        grad_norms = self._task_grad_norms(losses, shared, scale) if log_norms else {}
+        weights = self.weighting.backward(losses, shared, loss_scale=scale, reduce=self._reduce)
+        if self.distributed:
+            self._reduce_weighting_gradients()
         penalty_value = 0.0
         if penalty is not None and penalty.requires_grad:
-            (scaler.scale(penalty) if scaler is not None else penalty).backward()
+            self._add_penalty_gradient(penalty, scale)
             penalty_value = float(penalty.detach())
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if scaler is not None:
@@ -192,10 +256,17 @@ class MultiTaskTrainer(Trainer):
             scaler.update()
         else:
             self.optimizer.step()
+        if self.weighting.wants_losses_after:
+            with torch.no_grad(), torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
+                after = self._forward(batches)
+            self.weighting.update(after, reduce=self._reduce)
         self.weighting.step_end()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         plain = {k: float(v.detach()) for k, v in losses.items()}
         for k, v in plain.items():
             self._epoch_losses[k].append(v)
         total = sum(weights.get(k, 1.0) * v for k, v in plain.items()) + penalty_value
-        return {"loss": total, "losses": plain, "weights": dict(weights), "penalty": penalty_value}
+        output = {"loss": total, "losses": plain, "weights": dict(weights), "penalty": penalty_value}
+        if grad_norms:
+            output["grad_norms"] = grad_norms
+        return output

@@ -179,8 +179,9 @@ class MultiTaskNet(nn.Module):
         eval mode returns one ``{box_key, label_key, label_key + "_scores"}`` dict per image. The
         keys are the task's ``label_keys`` (``"boxes"``, ``"box_labels"``). The detector follows
         this net's train / eval mode. Configure it further with MONAI's ``set_*`` methods
-        (e.g. ``set_sliding_window_inferer``, ``set_box_selector_parameters``). Under DDP, build
-        one around the wrapper instead: ``build_detector(TaskView(ddp_net, task), ...)``.
+        (e.g. ``set_sliding_window_inferer``, ``set_box_selector_parameters``). Under DDP the
+        trainer calls it inside its fused step (:class:`~medmtl.engine.step_losses.StepLosses`),
+        which is the module DDP wraps.
         """
         spec = self._task(task)
         if spec.kind != "detection":

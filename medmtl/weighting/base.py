@@ -5,8 +5,9 @@ gradients only: no data, no network, no trainer. The trainer drives it in this o
 
     losses = {task: loss, ...}                      # the tasks present in this step
     optimizer.zero_grad()
-    used = weighting.backward(losses, model.shared_parameters())   # populates every .grad
+    used = weighting.backward(losses, model.shared_parameters(), loss_scale=s, reduce=mean)  # every .grad
     optimizer.step()
+    weighting.update(losses_of_the_same_batch_now)  # only if weighting.wants_losses_after
     weighting.step_end()                            # advances step counters / step schedules
     ...
     weighting.epoch_end(mean_losses)                # after the last step of an epoch
@@ -17,6 +18,19 @@ their schedules still advance every step. Strategies that compare tasks inside a
 surgery, gradient normalisation, FAMO) declare ``requires_all_tasks = True`` and need the mode in
 which each step carries a batch of every task; :meth:`Weighting.check_losses` raises a
 :class:`~medmtl.errors.ConfigError` otherwise.
+
+Mixed precision: ``losses`` are always the UNSCALED losses. Under a float16 gradient scaler the
+trainer passes its scale as ``loss_scale``; a strategy multiplies every objective it
+back-propagates (or differentiates) by it, so the gradients carry the scale the scaler later
+divides out -- also for terms that are not losses (uncertainty's ``+ s_t``), whose gradients
+would otherwise be off by the scale factor.
+
+Data parallel: in a distributed run each rank holds its share of each task's batch and its own
+local losses. ``reduce`` averages a tensor over the ranks (identity in one process). Whatever a
+strategy derives from loss VALUES or per-task gradients (FAMO's and GradNorm's weights, PCGrad's
+per-task shared gradients) it derives from reduced values, so every rank applies the same
+weights and the result equals one process with the whole batch; the gradients of the weighted
+sum itself are averaged by DDP in the backward.
 
 Learnable state:
     * :meth:`Weighting.optimizer_parameters` are the parameters the TRAINER must add to its own
@@ -34,7 +48,7 @@ Python values only, so it loads with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -42,12 +56,19 @@ from torch import Tensor, nn
 
 from medmtl.errors import ConfigError
 
-__all__ = ["UNITS", "Weighting", "check_positive", "flat_grad", "parse_task_weights"]
+__all__ = ["UNITS", "Reduce", "Weighting", "check_positive", "flat_grad", "no_reduce", "parse_task_weights"]
 
 #: Units in which schedules (PFLP period, ITW switch point) count.
 UNITS = ("step", "epoch")
 
 TaskWeightsSpec = str | Sequence[float] | Mapping[str, float]
+#: Averages a tensor over the data-parallel ranks and returns the average.
+Reduce = Callable[[Tensor], Tensor]
+
+
+def no_reduce(value: Tensor) -> Tensor:
+    """The :data:`Reduce` of a single process: the value itself."""
+    return value
 
 
 class Weighting(nn.Module):
@@ -67,6 +88,12 @@ class Weighting(nn.Module):
     name: ClassVar[str] = ""
     #: True when every step must carry a loss for every task (gradient-comparing strategies).
     requires_all_tasks: ClassVar[bool] = False
+
+    @property
+    def wants_losses_after(self) -> bool:
+        """True when the trainer must re-evaluate each step's batch after the optimizer step
+        and pass those losses to :meth:`update` (costs one forward without gradients)."""
+        return False
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -96,16 +123,26 @@ class Weighting(nn.Module):
         """Parameters the trainer must add to its optimizer (none unless overridden)."""
         return []
 
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter] = ()) -> dict[str, float]:
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        shared_parameters: Sequence[nn.Parameter] = (),
+        loss_scale: float = 1.0,
+        reduce: Reduce = no_reduce,
+    ) -> dict[str, float]:
         """Combine the losses of this step and back-propagate them.
 
         The default is one backward of ``sum_t w_t * L_t`` over the tasks present, with
         ``w = self.weights()``. Gradients accumulate into ``.grad`` as ``Tensor.backward`` does.
 
         Args:
-            losses: task name -> scalar loss tensor (shape ``()``) for the tasks of this step.
+            losses: task name -> scalar UNSCALED loss tensor (shape ``()``) for the tasks of
+                this step (this rank's share of the batch in a distributed run).
             shared_parameters: the parameters all tasks share (encoder); only
                 gradient-based strategies use them.
+            loss_scale: factor of the float16 gradient scaler (1 without one); every
+                back-propagated objective is multiplied by it.
+            reduce: averages a tensor over data-parallel ranks (see the module docstring).
 
         Returns:
             The weight applied to each loss present in ``losses``.
@@ -114,8 +151,12 @@ class Weighting(nn.Module):
         current = self.weights()
         used = {t: current[t] for t in losses}
         total = sum(used[t] * losses[t] for t in losses)
-        total.backward()
+        (total * loss_scale).backward()
         return used
+
+    def update(self, losses_after: Mapping[str, Tensor], reduce: Reduce = no_reduce) -> None:
+        """Called after ``optimizer.step()`` with the losses of the SAME batch re-evaluated, for
+        strategies whose :attr:`wants_losses_after` is True (FAMO's same-batch variant)."""
 
     def step_end(self) -> None:
         """Called after ``optimizer.step()``: advance the step counter."""

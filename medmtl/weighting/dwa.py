@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Weighting, check_positive
+from medmtl.weighting.base import Reduce, Weighting, check_positive, no_reduce
 
 __all__ = ["DWAWeighting"]
 
@@ -25,6 +25,8 @@ class DWAWeighting(Weighting):
     itself, averaging each task over the steps where it appeared, which is what one task per step
     needs. A ``mean_losses`` mapping given to :meth:`epoch_end` replaces them (tasks missing from
     it count as absent). A task absent in either of the two epochs gets ``r_t = 1``.
+    :class:`~medmtl.engine.trainer.MultiTaskTrainer` passes the means of the unscaled losses,
+    over all ranks in a distributed run, so every rank computes the same weights.
 
     Cost: 1 backward per step.
 
@@ -62,8 +64,14 @@ class DWAWeighting(Weighting):
         norm = sum(exps.values())
         return {t: self.num_tasks * e / norm for t, e in exps.items()}
 
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter] = ()) -> dict[str, float]:
-        used = super().backward(losses, shared_parameters)
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        shared_parameters: Sequence[nn.Parameter] = (),
+        loss_scale: float = 1.0,
+        reduce: Reduce = no_reduce,
+    ) -> dict[str, float]:
+        used = super().backward(losses, shared_parameters, loss_scale, reduce)
         for t, loss in losses.items():
             self._sums[t] += float(loss.detach())
             self._counts[t] += 1

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Weighting, check_positive, flat_grad
+from medmtl.weighting.base import Reduce, Weighting, check_positive, flat_grad, no_reduce
 
 __all__ = ["GradNormWeighting"]
 
@@ -73,20 +73,31 @@ class GradNormWeighting(Weighting):
             raise self._config_error("norm_on", f"= {self.norm_on!r} selects no trainable shared parameter (pass shared_parameters to backward)")
         return params
 
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter] = ()) -> dict[str, float]:
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        shared_parameters: Sequence[nn.Parameter] = (),
+        loss_scale: float = 1.0,
+        reduce: Reduce = no_reduce,
+    ) -> dict[str, float]:
         self.check_losses(losses)
         params = self._norm_parameters(shared_parameters)
         stacked = torch.stack([losses[t] for t in self.tasks])
         # ||grad_W L_t|| without create_graph: G_t = w_t * ||grad_W L_t|| is linear in w_t, so
-        # its derivative needs only the detached norm.
-        grad_norms = torch.stack(
-            [flat_grad(torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True), params).norm() for t in self.tasks]
+        # its derivative needs only the detached norm. The gradients are averaged over the ranks
+        # before the norm (the norm of the whole batch's gradient), and unscaled.
+        task_grads = torch.stack(
+            [
+                flat_grad(torch.autograd.grad(losses[t] * loss_scale, params, retain_graph=True, allow_unused=True), params)
+                for t in self.tasks
+            ]
         )
+        grad_norms = reduce(task_grads).norm(dim=1) / loss_scale
 
         weights_now = self.loss_weights.detach().clone()
-        (weights_now.to(stacked) * stacked).sum().backward()
+        ((weights_now.to(stacked) * stacked).sum() * loss_scale).backward()
 
-        current = stacked.detach()
+        current = reduce(stacked.detach().float())
         if self._initial_losses is None:
             self._initial_losses = current.tolist()
         ratios = current / current.new_tensor(self._initial_losses).clamp_min(torch.finfo(current.dtype).tiny)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Weighting, flat_grad
+from medmtl.weighting.base import Reduce, Weighting, flat_grad, no_reduce
 
 __all__ = ["PCGradWeighting", "pcgrad_project"]
 
@@ -48,15 +48,18 @@ def pcgrad_project(grads: Sequence[Tensor], generator: torch.Generator | None = 
 class PCGradWeighting(Weighting):
     """Gradient surgery on the shared parameters, plain sum elsewhere.
 
-    Per step: one backward per task gives ``g_t`` on the shared parameters, these are projected
-    with :func:`pcgrad_project` and summed into the shared parameters' ``.grad`` (added to what
-    was there, like ``Tensor.backward``). Task-specific parameters receive their usual gradient
-    of ``sum_t L_t``. All task weights are 1.
+    Per step: ``torch.autograd.grad`` of each task's loss gives ``g_t`` on the shared
+    parameters (averaged over data-parallel ranks by ``reduce``); these are projected with
+    :func:`pcgrad_project` and summed into the shared parameters' ``.grad`` (added to what was
+    there, like ``Tensor.backward``). One ordinary backward of ``sum_t L_t`` gives the
+    task-specific parameters their gradient (and lets DDP average it); its contribution to the
+    shared parameters is replaced by the projection. All task weights are 1.
 
     Random orders come from an internal generator seeded by ``seed``; its state is saved in
     ``state_dict()`` so a resumed run projects exactly as an uninterrupted one.
 
-    Cost: ``T`` full backward passes per step (one per task). Needs every task's loss in each
+    Cost: ``T + 1`` backward passes per step (one per task through the shared parameters, one
+    for the heads). Needs every task's loss in each
     step.
 
     Args:
@@ -77,21 +80,29 @@ class PCGradWeighting(Weighting):
     def weights(self) -> dict[str, float]:
         return {t: 1.0 for t in self.tasks}
 
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter] = ()) -> dict[str, float]:
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        shared_parameters: Sequence[nn.Parameter] = (),
+        loss_scale: float = 1.0,
+        reduce: Reduce = no_reduce,
+    ) -> dict[str, float]:
         self.check_losses(losses)
         shared = [p for p in shared_parameters if p.requires_grad]
         if not shared:
             raise self._config_error("shared_parameters", "is empty: PCGrad projects gradients of the shared parameters")
         previous = [p.grad for p in shared]
-        task_grads = []
-        # One backward per task into .grad: task-specific parameters accumulate their own
-        # gradient naturally, and the shared ones are read out and cleared after each pass.
-        for k, t in enumerate(self.tasks):
-            for p in shared:
-                p.grad = None
-            losses[t].backward(retain_graph=k < self.num_tasks - 1)
-            task_grads.append(flat_grad([p.grad for p in shared], shared))
-        update = pcgrad_project(task_grads, self.generator).sum(dim=0)
+        # per-task gradients by autograd.grad, not backward: under DDP only one backward per
+        # forward may run, and these gradients must be averaged over the ranks BEFORE projecting
+        task_grads = reduce(
+            torch.stack(
+                [flat_grad(torch.autograd.grad(losses[t] * loss_scale, shared, retain_graph=True, allow_unused=True), shared) for t in self.tasks]
+            )
+        )
+        for p in shared:  # backward would add into the earlier gradients in place
+            p.grad = None
+        (sum(losses[t] for t in self.tasks) * loss_scale).backward()
+        update = pcgrad_project(list(task_grads), self.generator).sum(dim=0)
         offset = 0
         for p, before in zip(shared, previous):
             piece = update[offset : offset + p.numel()].view_as(p)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Weighting
+from medmtl.weighting.base import Reduce, Weighting, no_reduce
 
 __all__ = ["UncertaintyWeighting"]
 
@@ -28,9 +29,16 @@ class UncertaintyWeighting(Weighting):
     in medmtl, where every loss (CE, Dice-CE, BCE, detection focal loss) is a classification-type
     loss.
 
-    Cost: 1 backward per step. One task per step: only the present task's ``s_t`` gets a
-    gradient (the others' ``.grad`` stays ``None``, which torch optimizers skip, provided
-    ``zero_grad(set_to_none=True)``, the default).
+    One parameter per task: ``log_vars[t]`` is its own 0-dim ``nn.Parameter``, so in a step
+    without task ``t`` its ``.grad`` stays ``None`` and torch optimizers skip it entirely (with
+    ``zero_grad(set_to_none=True)``, the default). A single ``(T,)`` parameter would give absent
+    tasks a zero gradient instead, and Adam(W) would keep moving their ``s_t`` by momentum.
+
+    Under a float16 gradient scaler the whole objective, the ``+ s_t`` terms included, is
+    multiplied by ``loss_scale``; scaling only the losses would leave the gradient of ``s_t``
+    off by the scale factor and drive ``s_t`` down without bound.
+
+    Cost: 1 backward per step.
 
     Args:
         tasks: task names.
@@ -42,19 +50,37 @@ class UncertaintyWeighting(Weighting):
 
     def __init__(self, tasks: Sequence[str], init_log_var: float = 0.0) -> None:
         super().__init__(tasks)
-        #: ``(num_tasks,)`` learned ``log sigma_t^2``, in ``tasks`` order.
-        self.log_vars = nn.Parameter(torch.full((self.num_tasks,), float(init_log_var)))
+        #: learned ``log sigma_t^2``: one 0-dim parameter per task, in ``tasks`` order.
+        self.log_vars = nn.ParameterList([nn.Parameter(torch.tensor(float(init_log_var))) for _ in self.tasks])
+
+    def log_variances(self) -> Tensor:
+        """``(num_tasks,)`` detached ``s_t``, in ``tasks`` order."""
+        return torch.stack([s.detach() for s in self.log_vars])
 
     def optimizer_parameters(self) -> list[nn.Parameter]:
-        return [self.log_vars]
+        return list(self.log_vars)
 
     def weights(self) -> dict[str, float]:
-        return dict(zip(self.tasks, torch.exp(-self.log_vars.detach()).tolist()))
+        return dict(zip(self.tasks, torch.exp(-self.log_variances()).tolist()))
 
-    def backward(self, losses: Mapping[str, Tensor], shared_parameters: Sequence[nn.Parameter] = ()) -> dict[str, float]:
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        shared_parameters: Sequence[nn.Parameter] = (),
+        loss_scale: float = 1.0,
+        reduce: Reduce = no_reduce,
+    ) -> dict[str, float]:
         self.check_losses(losses)
         index = {t: i for i, t in enumerate(self.tasks)}
         total = sum(torch.exp(-self.log_vars[index[t]]) * loss + self.log_vars[index[t]] for t, loss in losses.items())
-        total.backward()
+        (total * loss_scale).backward()
         current = self.weights()
         return {t: current[t] for t in losses}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints of earlier medmtl versions hold one (T,) tensor under ``log_vars``
+        old = state_dict.pop(prefix + "log_vars", None)
+        if old is not None:
+            for i, value in enumerate(old.reshape(-1)):
+                state_dict[f"{prefix}log_vars.{i}"] = value.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
