@@ -68,7 +68,13 @@ def _shard(steps: list[dict], rank: int, world: int) -> list[dict]:
 
 
 def _train(
-    net: MultiTaskNet, strategy: str, loader: Any, epochs: int, epoch_length: int | None = None, nonfinite: str = "raise"
+    net: MultiTaskNet,
+    strategy: str,
+    loader: Any,
+    epochs: int,
+    epoch_length: int | None = None,
+    nonfinite: str = "raise",
+    accumulate: bool = False,
 ) -> tuple[list[dict], Any, MultiTaskTrainer]:
     tasks = list(net.tasks)
     weighting = build_weighting(strategy, tasks, **PARAMS.get(strategy, {}))
@@ -78,6 +84,7 @@ def _train(
     trainer = MultiTaskTrainer(
         device="cpu", max_epochs=epochs, train_data_loader=loader, network=net, optimizer=opt, weighting=weighting,
         epoch_length=epoch_length, grad_clip=1.0, grad_norm_interval=2, nonfinite=nonfinite,
+        accumulate_tasks=accumulate,
     )
     outputs: list[dict] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
@@ -91,10 +98,11 @@ def _state(net: torch.nn.Module, weighting: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def equivalence_run(strategy: str, rank: int, world: int) -> dict[str, Any]:
-    """Train ``strategy`` on this rank's shard (the whole batch when ``world`` is 1)."""
+def equivalence_run(strategy: str, rank: int, world: int, accumulate: bool = False) -> dict[str, Any]:
+    """Train ``strategy`` on this rank's shard (the whole batch when ``world`` is 1), with one
+    fused forward per step or (``accumulate``) one forward and backward per task."""
     steps = _shard(_global_steps(strategy), rank, world)
-    outputs, weighting, trainer = _train(_net(EQUIVALENCE_TASKS), strategy, steps, EPOCHS, epoch_length=len(steps))
+    outputs, weighting, trainer = _train(_net(EQUIVALENCE_TASKS), strategy, steps, EPOCHS, epoch_length=len(steps), accumulate=accumulate)
     return {"outputs": outputs, "state": _state(trainer.network, weighting), "distributed": trainer.distributed}
 
 
@@ -131,8 +139,8 @@ def mode_run(mode: str, strategy: str) -> dict[str, Any]:
 
 
 def worker(rank: int, world: int, init_file: str, out_dir: str, jobs: list[tuple[str, str, str]]) -> None:
-    """Run ``jobs`` (``("equivalence", strategy, "")``, ``("mode", strategy, mode)`` or
-    ``("nonfinite", "", "")``) on ``rank``."""
+    """Run ``jobs`` (``("equivalence" | "accumulate", strategy, "")``, ``("mode", strategy, mode)``
+    or ``("nonfinite", "", "")``) on ``rank``."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     # a short timeout: ranks that disagree on a collective fail the test instead of hanging it
@@ -141,8 +149,8 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, jobs: list[tuple
         results = {}
         for kind, strategy, mode in jobs:
             key = f"{kind}:{strategy}:{mode}"
-            if kind == "equivalence":
-                results[key] = equivalence_run(strategy, rank, world)
+            if kind in ("equivalence", "accumulate"):
+                results[key] = equivalence_run(strategy, rank, world, accumulate=kind == "accumulate")
             elif kind == "mode":
                 results[key] = mode_run(mode, strategy)
             else:

@@ -82,6 +82,9 @@ def test_train_step_times_every_strategy_relative_to_equal(quick_run):
         for name, v in t[kind].items():
             assert v["seconds"] > 0
             assert v["ratio"] == pytest.approx(v["seconds"] / equal), (kind, name)
+    memory = t["memory"]
+    assert memory["fused"]["peak_memory_mb"] > 0 and memory["accumulate"]["peak_memory_mb"] > 0
+    assert memory["ratio"] == pytest.approx(memory["accumulate"]["peak_memory_mb"] / memory["fused"]["peak_memory_mb"])
 
 
 def test_encoder_2d_ratio(quick_run):

@@ -18,6 +18,7 @@ import distributed_cases as cases
 
 MODE_JOBS = [("mode", "equal", "round_robin"), ("mode", "uncertainty", "round_robin"), ("mode", "equal", "all"), ("mode", "pcgrad", "all"), ("mode", "famo", "all")]
 EQUIVALENCE_JOBS = [("equivalence", s, "") for s in cases.STRATEGIES]
+ACCUMULATE_JOBS = [("accumulate", s, "") for s in ("equal", "uncertainty", "dwa")]
 
 
 def _spawn(world: int, jobs: list, tmp: Path) -> list[dict[str, Any]]:
@@ -29,15 +30,18 @@ def _spawn(world: int, jobs: list, tmp: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     root = tmp_path_factory.mktemp("ddp")
-    two = _spawn(2, EQUIVALENCE_JOBS + MODE_JOBS + [("nonfinite", "", "")], root / "two")
+    two = _spawn(2, EQUIVALENCE_JOBS + ACCUMULATE_JOBS + MODE_JOBS + [("nonfinite", "", "")], root / "two")
     one = _spawn(1, EQUIVALENCE_JOBS, root / "one")
     return {"two": two, "one": one}
 
 
-@pytest.mark.parametrize("strategy", cases.STRATEGIES)
-def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, strategy: str) -> None:
-    key = f"equivalence:{strategy}:"
-    ranks, single = [r[key] for r in runs["two"]], runs["one"][0][key]
+@pytest.mark.parametrize(
+    "kind,strategy", [("equivalence", s) for s in cases.STRATEGIES] + [(k, s) for k, s, _ in ACCUMULATE_JOBS]
+)
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: str, strategy: str) -> None:
+    """``accumulate``: the 2 ranks run one forward and backward per task; the reference is the
+    same fused single-process run."""
+    ranks, single = [r[f"{kind}:{strategy}:"] for r in runs["two"]], runs["one"][0][f"equivalence:{strategy}:"]
     assert all(r["distributed"] for r in ranks) and not single["distributed"]
     assert len(single["outputs"]) == cases.EPOCHS * cases.STEPS_PER_EPOCH
     for step, expected in enumerate(single["outputs"]):

@@ -131,6 +131,34 @@ def test_famo_same_batch_gets_the_losses_of_the_step_batch_after_the_optimizer_s
     assert not torch.equal(w.logits.detach(), torch.zeros(len(TASKS)))
 
 
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty"])
+def test_accumulating_one_task_at_a_time_gives_the_fused_update(weighting: str) -> None:
+    states = []
+    for accumulate in (False, True):
+        net = make_net()
+        w = build_weighting(weighting, TASKS)
+        opt = torch.optim.SGD([{"params": net.parameters()}, {"params": w.optimizer_parameters()}], lr=0.01)
+        torch.manual_seed(0)  # the detector samples anchors: the same stream in both runs
+        trainer = MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader("all"), network=net, optimizer=opt,
+                                   weighting=w, epoch_length=2, accumulate_tasks=accumulate)
+        trainer.run()
+        states.append({**net.state_dict(), **w.state_dict()})
+    for name, value in states[0].items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(states[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_accumulation_is_refused_where_it_cannot_hold() -> None:
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with pytest.raises(ConfigError, match="compares every task"):
+        MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader("all"), network=net, optimizer=opt,
+                         weighting=build_weighting("pcgrad", TASKS), accumulate_tasks=True)
+    with pytest.raises(ConfigError, match="sampler mode 'all'"):
+        MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader(), network=net, optimizer=opt,
+                         weighting=build_weighting("equal", TASKS), accumulate_tasks=True)
+
+
 def test_grad_norms_of_each_task_are_logged_on_the_chosen_iterations() -> None:
     net = make_net()
     w = build_weighting("equal", TASKS)

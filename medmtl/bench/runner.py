@@ -211,6 +211,14 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         for kind in ("all_tasks", "one_task"):
             for name, v in ((t or {}).get(kind) or {}).items():
                 rows.append((f"{prefix}.{kind}.{name}", f"{1000 * v['seconds']:.1f} ms/step  (x{v['ratio']:.2f} equal)"))
+    memory = (train or {}).get("memory")
+    if memory:
+        rows.append(
+            (
+                "train_step peak MB fused / accumulate",
+                f"{memory['fused']['peak_memory_mb']:.1f} / {memory['accumulate']['peak_memory_mb']:.1f}  (ratio {memory['ratio']:.3f})",
+            )
+        )
     enc = result.get("encoder_2d")
     if enc:
         for prefix, e in (("encoder_2d", enc), ("encoder_2d.train", enc.get("train")), ("encoder_2d.amp", enc.get("amp"))):

@@ -12,6 +12,10 @@ gradients. Two step kinds are timed:
 
 Times are ignite iteration times (``ITERATION_STARTED`` to ``ITERATION_COMPLETED``), medians over
 interleaved rounds after warm-up.
+
+``memory``: peak memory of one ``all_tasks`` step with ``equal``, fused (one forward of every
+task, then one backward) against ``accumulate_tasks`` (one task's forward and backward at a
+time), each in a fresh subprocess on the CPU (see :mod:`medmtl.bench.memory`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from medmtl.bench.config import BenchConfig
+from medmtl.bench.memory import PeakMemory, run_in_subprocess
 from medmtl.bench.timing import interleaved_medians, synchronize
 from medmtl.engine.trainer import MultiTaskTrainer
 from medmtl.networks import MultiTaskNet
@@ -32,7 +37,9 @@ from medmtl.weighting import WEIGHTINGS, build_weighting
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["make_batch", "train_step"]
+__all__ = ["make_batch", "step_peak_memory", "train_step"]
+
+_MB = 2.0**20
 
 
 def make_batch(spec: TaskSpec, shape: tuple[int, ...], generator: torch.Generator) -> dict[str, Any]:
@@ -117,6 +124,35 @@ def _measure(config: BenchConfig, device: torch.device, amp: bool) -> dict[str, 
     return result
 
 
+def step_peak_memory(config: dict[str, Any], accumulate: bool) -> dict[str, Any]:
+    """Peak memory of one ``all_tasks`` step with ``equal`` (worker entry point)."""
+    cfg = BenchConfig.from_dict(config)
+    device = torch.device(cfg.device)
+    generator = torch.Generator().manual_seed(0)
+    batches = {t: make_batch(get_task(t), cfg.train_inputs[t], generator) for t in cfg.tasks}
+    torch.manual_seed(0)
+    net = MultiTaskNet(cfg.tasks, **cfg.network).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    trainer = MultiTaskTrainer(device, 1, [batches], net, optimizer, build_weighting("equal", list(cfg.tasks)), accumulate_tasks=accumulate)
+    with PeakMemory(device) as peak:
+        trainer.run()
+    return {"peak_memory_mb": peak.peak_bytes / _MB, "memory_method": peak.method}
+
+
+def _memory(config: BenchConfig, device: torch.device) -> dict[str, Any]:
+    result = {}
+    for name, accumulate in (("fused", False), ("accumulate", True)):
+        if device.type == "cuda":  # the allocator's peak is exact in-process
+            result[name] = step_peak_memory(config.as_dict(), accumulate)
+        else:
+            result[name] = run_in_subprocess(
+                "medmtl.bench.train_step:step_peak_memory", timeout=config.worker_timeout, config=config.as_dict(), accumulate=accumulate
+            )
+    fused = result["fused"]["peak_memory_mb"]
+    result["ratio"] = result["accumulate"]["peak_memory_mb"] / fused if fused else None
+    return result
+
+
 def train_step(config: BenchConfig) -> dict[str, Any]:
     """The ``train_step`` section: ``{all_tasks, one_task}: {strategy: {seconds, ratio}}`` (ratio to ``equal``)."""
     if "equal" not in config.strategies:
@@ -126,6 +162,7 @@ def train_step(config: BenchConfig) -> dict[str, Any]:
     result["loss_only"] = [s for s in config.strategies if not WEIGHTINGS[s].requires_all_tasks]
     result["gradient_based"] = [s for s in config.strategies if WEIGHTINGS[s].requires_all_tasks]
     result["inputs"] = {task: list(shape) for task, shape in config.train_inputs.items()}
+    result["memory"] = _memory(config, device)
     if device.type == "cuda":
         result["amp"] = _measure(config, device, amp=True)
     return result

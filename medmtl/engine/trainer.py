@@ -106,6 +106,11 @@ class MultiTaskTrainer(Trainer):
         grad_norm_interval: every this many iterations, log each present task's gradient norm
             on the shared parameters (``grad_norm/<task>``; one extra gradient pass per task on
             those iterations; averaged over ranks); 0: never.
+        accumulate_tasks: in ``all`` mode, run the forward and backward of each task in turn
+            and accumulate their gradients into one optimizer step, instead of one fused
+            forward of every task: the same update for loss-only strategies (their objective is
+            a sum over tasks), with only one task's activations in memory at a time. Not for
+            strategies that compare tasks inside a step (``requires_all_tasks``).
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class MultiTaskTrainer(Trainer):
         inferer: Inferer | None = None,
         distributed: bool | None = None,
         grad_norm_interval: int = 0,
+        accumulate_tasks: bool = False,
     ) -> None:
         super().__init__(
             device=device,
@@ -169,6 +175,14 @@ class MultiTaskTrainer(Trainer):
         if isinstance(grad_norm_interval, bool) or not isinstance(grad_norm_interval, int) or grad_norm_interval < 0:
             raise ConfigError(f"grad_norm_interval must be an integer >= 0 (0: off), got {grad_norm_interval!r}")
         self.grad_norm_interval = grad_norm_interval
+        if accumulate_tasks and getattr(weighting, "requires_all_tasks", False):
+            raise ConfigError(
+                f"accumulate_tasks runs one task's backward at a time, but weighting {weighting.name!r} compares every "
+                "task's loss or gradient inside a step: turn accumulate_tasks off or use a loss-only strategy"
+            )
+        if accumulate_tasks and mode is not None and mode != "all":
+            raise ConfigError(f"accumulate_tasks accumulates a round of every task's batch: use the sampler mode 'all' (sampler mode is {mode!r})")
+        self.accumulate_tasks = bool(accumulate_tasks)
         self.distributed = distributed_world() if distributed is None else bool(distributed)
         self.step_losses = StepLosses(network, self.tasks, self.loss_function, device, non_blocking, self.inferer)
         self._forward: torch.nn.Module = wrap_ddp(self.step_losses, device) if self.distributed else self.step_losses
@@ -212,37 +226,55 @@ class MultiTaskTrainer(Trainer):
             if p.grad is not None:
                 p.grad.copy_(self._reduce(p.grad))
 
+    def _check_finite(self, engine: Any, losses: Mapping[str, torch.Tensor]) -> bool:
+        """False when this step must be skipped (a non-finite loss here or on another rank)."""
+        bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v.detach()).all()}
+        elsewhere = self.distributed and any_across_ranks(bool(bad), engine.state.device) and not bad
+        if not (bad or elsewhere):
+            return True
+        where = f"iteration {engine.state.iteration} (epoch {engine.state.epoch})"
+        message = ", ".join(f"task {k!r} loss={v}" for k, v in bad.items()) or "on another rank"
+        if self.nonfinite == "raise":
+            raise NonFiniteLossError(f"non-finite loss at {where}: {message}; stopping (set nonfinite='skip' to skip such steps)")
+        logger.warning("skipping step at %s: non-finite loss: %s", where, message)
+        return False
+
     def _iteration(self, engine: Any, batchdata: Mapping[str, Any]) -> dict[str, Any]:
         present = [s for s in self.tasks if s.name in batchdata]
         if not present:
             raise ValueError(f"batch holds none of the trained tasks {[s.name for s in self.tasks]}: {sorted(batchdata)}")
         batches = {s.name: batchdata[s.name] for s in present}
+        # accumulation: one forward and backward per task, so only one task's activations live
+        groups = [{t: b} for t, b in batches.items()] if self.accumulate_tasks else [batches]
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
-            losses = self._forward(batches)
-            penalty = self.network.sharing_penalty() if hasattr(self.network, "sharing_penalty") else None
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v.detach()).all()}
-        elsewhere = self.distributed and any_across_ranks(bool(bad), engine.state.device) and not bad
-        if bad or elsewhere:
-            where = f"iteration {engine.state.iteration} (epoch {engine.state.epoch})"
-            message = ", ".join(f"task {k!r} loss={v}" for k, v in bad.items()) or "on another rank"
-            if self.nonfinite == "raise":
-                raise NonFiniteLossError(f"non-finite loss at {where}: {message}; stopping (set nonfinite='skip' to skip such steps)")
-            logger.warning("skipping step at %s: non-finite loss: %s", where, message)
-            return {"loss": float("nan"), "losses": {k: float(v.detach()) for k, v in losses.items()}, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True}
         scaler = self.scaler if (self._use_amp and self._amp_dtype == torch.float16) else None
         # the weighting always sees the unscaled losses; it multiplies what it back-propagates
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
         shared = [p for p in self.network.shared_parameters() if p.requires_grad]
         log_norms = self.grad_norm_interval and engine.state.iteration % self.grad_norm_interval == 0 and shared
-        grad_norms = self._task_grad_norms(losses, shared, scale) if log_norms else {}
-        weights = self.weighting.backward(losses, shared, loss_scale=scale, reduce=self._reduce)
+        plain: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        grad_norms: dict[str, float] = {}
+        for i, group in enumerate(groups):
+            with torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
+                losses = self._forward(group)
+            if i == 0:
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            plain.update({k: float(v.detach()) for k, v in losses.items()})
+            if not self._check_finite(engine, losses):
+                self.optimizer.zero_grad(set_to_none=True)  # drop what earlier groups accumulated
+                return {"loss": float("nan"), "losses": plain, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True}
+            if log_norms:
+                grad_norms.update(self._task_grad_norms(losses, shared, scale))
+            weights.update(self.weighting.backward(losses, shared, loss_scale=scale, reduce=self._reduce))
+            del losses
         if self.distributed:
             self._reduce_weighting_gradients()
         penalty_value = 0.0
+        with torch.autocast("cuda", dtype=self._amp_dtype, enabled=self._use_amp):
+            penalty = self.network.sharing_penalty() if hasattr(self.network, "sharing_penalty") else None
         if penalty is not None and penalty.requires_grad:
             self._add_penalty_gradient(penalty, scale)
             penalty_value = float(penalty.detach())
@@ -262,7 +294,6 @@ class MultiTaskTrainer(Trainer):
             self.weighting.update(after, reduce=self._reduce)
         self.weighting.step_end()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        plain = {k: float(v.detach()) for k, v in losses.items()}
         for k, v in plain.items():
             self._epoch_losses[k].append(v)
         total = sum(weights.get(k, 1.0) * v for k, v in plain.items()) + penalty_value
