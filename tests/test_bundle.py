@@ -12,7 +12,8 @@ import torch
 from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from medmtl.engine.components import flag
+from medmtl.engine.components import check_output_dirs, flag, per_task
+from medmtl.engine.handlers import write_json_atomic
 from medmtl.errors import ConfigError
 
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
@@ -33,6 +34,35 @@ def trained(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bundle")
     check(bundle_run([TRAIN], {"bundle_root": str(root), "dataset_dir": str(tiny), "num_epochs": 1, "val_interval": 1, **SHRINK}))
     return root
+
+
+def test_configs_are_in_model_zoo_json_form_and_the_bundle_has_its_license() -> None:
+    """model-zoo's pre-commit runs pretty-format-json with --indent=4 --no-sort-keys."""
+    for path in sorted(CONFIGS.glob("*.json")):
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=4) + "\n", path.name
+    assert "Apache License" in (CONFIGS.parent / "LICENSE").read_text()
+
+
+def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
+    assert per_task({"a": 1, "b": 2, "c": 3}, ["b", "a"], "batch_size") == {"b": 2, "a": 1}
+    with pytest.raises(ConfigError, match=r"--batch_size has no value for task\(s\) \['b'\]"):
+        per_task({"a": 1}, ["a", "b"], "batch_size")
+    with pytest.raises(ConfigError, match="--resume true but .* holds no complete checkpoint"):
+        check_output_dirs(tmp_path / "models", tmp_path / "eval", resume=True)
+
+
+def test_json_outputs_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_metadata_verifies_against_shipped_schema() -> None:

@@ -20,6 +20,7 @@ from monai.data import DataLoader, Dataset, list_data_collate
 from monai.utils import str2bool
 from torch.utils.data import Subset
 
+from medmtl.engine.checkpoint import latest_checkpoint
 from medmtl.engine.delta_m import load_baselines
 from medmtl.engine.evaluator import TaskChainLoader
 from medmtl.engine.sampling import KeepListsCollate
@@ -187,6 +188,24 @@ def flag(value: bool | int | str | None, name: str = "flag") -> bool:
         raise ConfigError(f"--{name} {value!r}: expected true or false") from None
 
 
+def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str) -> dict[str, Any]:
+    """``{task: values[task]}`` for the trained tasks of a per-task bundle setting.
+
+    Raises:
+        ConfigError: ``values`` is not a mapping or lacks a trained task (names ``key``, the
+            missing tasks and how to set them).
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"--{key} must map each task to a value, got {values!r}")
+    missing = [t for t in tasks if t not in values]
+    if missing:
+        raise ConfigError(
+            f"--{key} has no value for task(s) {missing} (it has {sorted(values)}); add them, "
+            f"e.g. --{key}#{missing[0]} 4"
+        )
+    return {t: values[t] for t in tasks}
+
+
 def check_output_dirs(
     ckpt_dir: str | Path, output_dir: str | Path, resume: bool | str = False, overwrite: bool | str = False
 ) -> None:
@@ -196,9 +215,17 @@ def check_output_dirs(
 
     Raises:
         ConfigError: ``ckpt_dir`` holds checkpoints or ``output_dir`` a ``metrics.json`` and
-            neither ``resume`` nor ``overwrite`` is set (names the files and both options).
+            neither ``resume`` nor ``overwrite`` is set (names the files and both options);
+            ``resume`` is set but ``ckpt_dir`` holds no complete checkpoint to resume from.
     """
-    if flag(resume, "resume") or flag(overwrite, "overwrite"):
+    if flag(resume, "resume"):
+        if latest_checkpoint(ckpt_dir, "checkpoint_*.pt") is None:
+            raise ConfigError(
+                f"--resume true but {ckpt_dir} holds no complete checkpoint_*.pt to resume from; "
+                "start without --resume, or point --bundle_root / --ckpt_dir at the run to continue"
+            )
+        return
+    if flag(overwrite, "overwrite"):
         return
     existing = sorted(Path(ckpt_dir).glob("*.pt")) + sorted(Path(output_dir).glob("metrics.json"))
     if existing:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,15 @@ __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "MetricsWriter", "Progres
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``.
+
+    The file gets the permissions a plain ``open()`` would give (``0o666`` less the umask);
+    ``tempfile.mkstemp`` would leave metrics and predictions readable by their owner only.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=False, default=float)
