@@ -12,7 +12,7 @@ import torch
 from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
-from medmtl.engine.components import check_output_dirs, flag, per_task
+from medmtl.engine.components import check_output_dirs, ensure_dataset, flag, per_task, validation_loader
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.errors import ConfigError
 
@@ -50,6 +50,11 @@ def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
         per_task({"a": 1}, ["a", "b"], "batch_size")
     with pytest.raises(ConfigError, match="--resume true but .* holds no complete checkpoint"):
         check_output_dirs(tmp_path / "models", tmp_path / "eval", resume=True)
+    with pytest.raises(ConfigError, match="no datalist.json in .*mistyped .no such folder.: check --dataset_dir"):
+        ensure_dataset(tmp_path / "mistyped", "tiny", generate=False, default_dir=tmp_path / "synthetic_tiny")
+    assert not (tmp_path / "mistyped").exists()
+    with pytest.raises(ConfigError, match=r"'validation' section holds no entries for task\(s\) \['cxr_findings'\]"):
+        validation_loader({"nodule_malignancy": [{"image": 0}], "cxr_findings": []}, 1, 0, ["nodule_malignancy", "cxr_findings"], "validation")
 
 
 def test_json_outputs_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:

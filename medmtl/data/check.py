@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medmtl.data.datalist import SECTIONS, load_datalist
-from medmtl.errors import DatalistError, MedMTLError
+from medmtl.errors import ConfigError, DatalistError, MedMTLError
 from medmtl.tasks import get_task
 
 __all__ = ["check_datalist", "main"]
@@ -61,14 +61,25 @@ def check_datalist(
 
     Raises:
         DatalistError: the datalist itself is invalid (raised before any loading).
+        ConfigError: the file is missing or not JSON, or holds none of ``sections`` or no
+            entry in them: a check that checked nothing fails.
     """
     from medmtl.data.pipelines import modality_transforms
 
-    raw = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such datalist file")
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    present = [s for s in sections if isinstance(raw, dict) and s in raw]
+    if not present:
+        raise ConfigError(f"{path}: holds none of the sections {list(sections)}; nothing to check")
     entries: list[dict[str, Any]] = []
-    for section in sections:
-        if section in raw:
-            entries += load_datalist(path, base_dir=base_dir, section=section)
+    for section in present:
+        entries += load_datalist(path, base_dir=base_dir, section=section)
+    if not entries:
+        raise ConfigError(f"{path}: the sections {present} hold no entries; nothing to check")
     summary: dict[str, dict[str, Any]] = defaultdict(lambda: {"entries": 0, "shapes": set(), "min": np.inf, "max": -np.inf, "label": []})
     failures: list[dict[str, str]] = []
     pipelines: dict[tuple[str, str], Any] = {}

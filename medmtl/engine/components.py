@@ -49,16 +49,37 @@ def task_names(tasks: str | Sequence[str] | None) -> list[str]:
     return [s.name for s in resolve_tasks(tasks)]
 
 
-def ensure_dataset(dataset_dir: str | Path, preset: str = "small", seed: int = 0, datalist_name: str = "datalist.json") -> str:
+def ensure_dataset(
+    dataset_dir: str | Path,
+    preset: str = "small",
+    seed: int = 0,
+    datalist_name: str = "datalist.json",
+    generate: bool | str = True,
+    default_dir: str | Path | None = None,
+) -> str:
     """The datalist in ``dataset_dir``; if there is none, generate the synthetic ``preset`` there first.
+
+    Generation happens only where it was asked for: when ``generate`` is set, or when
+    ``dataset_dir`` is ``default_dir`` (the bundle's own synthetic-data folder). A mistyped
+    ``--dataset_dir`` then fails with a named error instead of filling a new folder with
+    synthetic data and training on it.
 
     Returns:
         Path of the datalist JSON.
+
+    Raises:
+        ConfigError: no datalist in ``dataset_dir`` and generation was not asked for.
     """
     dataset_dir = Path(dataset_dir)
     datalist = dataset_dir / datalist_name
     if datalist.is_file():
         return str(datalist)
+    at_default = default_dir is not None and dataset_dir.resolve() == Path(default_dir).resolve()
+    if not (flag(generate, "generate_synthetic") or at_default):
+        raise ConfigError(
+            f"no {datalist_name} in {dataset_dir}{'' if dataset_dir.is_dir() else ' (no such folder)'}: check "
+            f"--dataset_dir, or pass --generate_synthetic true to generate the synthetic {preset!r} preset there"
+        )
     from medmtl.data.synthetic import generate
 
     logger.warning("no datalist at %s: generating the synthetic %r preset (seed %d) there", datalist, preset, seed)
@@ -110,9 +131,16 @@ def optimizer_param_groups(network: torch.nn.Module, weighting: Any, weight_deca
 
 
 def validation_loader(
-    datasets: Mapping[str, Dataset], batch_size: int | Mapping[str, int] = 1, num_workers: int = 0
+    datasets: Mapping[str, Dataset],
+    batch_size: int | Mapping[str, int] = 1,
+    num_workers: int = 0,
+    tasks: Sequence[str] | None = None,
+    section: str = "validation",
 ) -> TaskChainLoader:
     """Each task's validation data once; sharded over ranks without padding when distributed.
+
+    With ``tasks``, every one of them must have data in ``section``: a run whose model is
+    selected (or evaluated) on nothing is refused before training starts.
 
     Rank ``r`` of ``W`` evaluates samples ``r, r + W, r + 2W, ...``: disjoint shards whose sizes
     differ by at most one (possibly empty), so every sample is evaluated exactly once and the
@@ -120,6 +148,13 @@ def validation_loader(
     some samples twice; MONAI's ``even_divisible=False`` variant refuses datasets smaller than
     the number of ranks, which small validation sets of one task often are.)
     """
+    if tasks is not None:
+        empty = [t for t in tasks if t not in datasets or len(datasets[t]) == 0]  # type: ignore[arg-type]
+        if empty:
+            raise ConfigError(
+                f"the datalist's {section!r} section holds no entries for task(s) {empty}: every trained task needs "
+                f"{section} data (the model is selected and reported on it); add entries or train without those tasks"
+            )
     distributed = dist.is_available() and dist.is_initialized()
     loaders = {}
     for task, ds in datasets.items():
