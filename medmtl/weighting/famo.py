@@ -34,11 +34,11 @@ class FAMOWeighting(Weighting):
       step.
     * ``"next_batch"`` (default): no extra forward; the next :meth:`backward` uses its own
       (new-batch) losses as ``L^after`` of the previous step. Noisier, since the loss change
-      then also holds the difference between two batches, but free -- on medmtl's CPU-sized
-      runs the extra forward is about a third more compute per step.
+      then also holds the difference between two batches, but free of the extra forward.
 
-    LibMTL's FAMO (``LibMTL/weighting/FAMO.py``) has the same objective; its ``backward`` never
-    updates the logits itself but defines ``update_w(curr_losses)`` for a trainer to call.
+    LibMTL's FAMO (``LibMTL/weighting/FAMO.py`` in its repository; the 1.1.5 release on PyPI has
+    none) has the same objective; its ``backward`` never updates the logits itself but defines
+    ``update_w(curr_losses)`` for a trainer to call.
 
     Data parallel: the losses behind every weight and every logit update are averaged over the
     ranks (``reduce``), the network gets ``sum_t w_t L_t`` with those weights (the gradient of
