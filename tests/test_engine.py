@@ -159,18 +159,21 @@ def test_accumulation_is_refused_where_it_cannot_hold() -> None:
                          weighting=build_weighting("equal", TASKS), accumulate_tasks=True)
 
 
-def test_grad_norms_of_each_task_are_logged_on_the_chosen_iterations() -> None:
+@pytest.mark.parametrize("mode", ["all", "round_robin"])
+def test_grad_norms_of_every_task_are_logged_once_per_interval(mode: str) -> None:
     net = make_net()
     w = build_weighting("equal", TASKS)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    trainer = MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader("all"), network=net, optimizer=opt, weighting=w,
-                               epoch_length=2, grad_norm_interval=2)
+    interval = 4  # a multiple of the task count: round-robin must still log every task
+    trainer = MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader(mode), network=net, optimizer=opt, weighting=w,
+                               epoch_length=2 * interval, grad_norm_interval=interval)
     outputs: list[dict] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(output_scalars(e.state.output)))
     trainer.run()
-    assert not any(k.startswith("grad_norm/") for k in outputs[0])
-    norms = {k: v for k, v in outputs[1].items() if k.startswith("grad_norm/")}
-    assert set(norms) == {f"grad_norm/{t}" for t in TASKS} and all(v > 0 for v in norms.values())
+    for start in (0, interval):
+        logged = [k for out in outputs[start : start + interval] for k in out if k.startswith("grad_norm/")]
+        assert sorted(logged) == sorted(f"grad_norm/{t}" for t in TASKS), (mode, start, logged)
+    assert all(v > 0 for out in outputs for k, v in out.items() if k.startswith("grad_norm/"))
     with pytest.raises(ConfigError, match="grad_norm_interval"):
         MultiTaskTrainer(device="cpu", max_epochs=1, train_data_loader=make_loader(), network=net, optimizer=opt, weighting=w, grad_norm_interval=-1)
 

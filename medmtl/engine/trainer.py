@@ -103,9 +103,10 @@ class MultiTaskTrainer(Trainer):
             ``SimpleInferer`` by default; detection always goes through its ``RetinaNetDetector``).
         distributed: wrap the fused step in ``DistributedDataParallel``; default: when a
             process group of more than one rank is initialised (``torchrun``).
-        grad_norm_interval: every this many iterations, log each present task's gradient norm
-            on the shared parameters (``grad_norm/<task>``; one extra gradient pass per task on
-            those iterations; averaged over ranks); 0: never.
+        grad_norm_interval: once in every this many iterations, log each task's gradient norm
+            on the shared parameters (``grad_norm/<task>``), at the task's first step of the
+            interval (one extra gradient pass per task and interval; the gradient averaged over
+            ranks); 0: never.
         accumulate_tasks: in ``all`` mode, run the forward and backward of each task in turn
             and accumulate their gradients into one optimizer step, instead of one fused
             forward of every task: the same update for loss-only strategies (their objective is
@@ -175,6 +176,7 @@ class MultiTaskTrainer(Trainer):
         if isinstance(grad_norm_interval, bool) or not isinstance(grad_norm_interval, int) or grad_norm_interval < 0:
             raise ConfigError(f"grad_norm_interval must be an integer >= 0 (0: off), got {grad_norm_interval!r}")
         self.grad_norm_interval = grad_norm_interval
+        self._norms_due: set[str] = set()
         if accumulate_tasks and getattr(weighting, "requires_all_tasks", False):
             raise ConfigError(
                 f"accumulate_tasks runs one task's backward at a time, but weighting {weighting.name!r} compares every "
@@ -252,7 +254,10 @@ class MultiTaskTrainer(Trainer):
         # the weighting always sees the unscaled losses; it multiplies what it back-propagates
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
         shared = [p for p in self.network.shared_parameters() if p.requires_grad]
-        log_norms = self.grad_norm_interval and engine.state.iteration % self.grad_norm_interval == 0 and shared
+        if self.grad_norm_interval and (engine.state.iteration - 1) % self.grad_norm_interval == 0:
+            # every task once per interval, at its first step in it: a fixed iteration would always
+            # hit the same task in round-robin when the interval is a multiple of the task count
+            self._norms_due = {s.name for s in self.tasks}
         plain: dict[str, float] = {}
         weights: dict[str, float] = {}
         grad_norms: dict[str, float] = {}
@@ -266,8 +271,10 @@ class MultiTaskTrainer(Trainer):
             if not self._check_finite(engine, losses):
                 self.optimizer.zero_grad(set_to_none=True)  # drop what earlier groups accumulated
                 return {"loss": float("nan"), "losses": plain, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True}
-            if log_norms:
-                grad_norms.update(self._task_grad_norms(losses, shared, scale))
+            due = {t: v for t, v in losses.items() if t in self._norms_due} if shared else {}
+            if due:
+                grad_norms.update(self._task_grad_norms(due, shared, scale))
+                self._norms_due -= set(due)
             weights.update(self.weighting.backward(losses, shared, loss_scale=scale, reduce=self._reduce))
             del losses
         if self.distributed:
