@@ -19,6 +19,9 @@ from medmtl.networks import MultiTaskNet
 from medmtl.networks.accounting import count_parameters
 from medmtl.weighting import WEIGHTINGS
 
+# slow tier (runs the benchmark (quick configuration)): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 STRATEGIES = sorted(WEIGHTINGS)
 LOSS_ONLY = sorted(n for n, cls in WEIGHTINGS.items() if not cls.requires_all_tasks)
 

@@ -95,6 +95,7 @@ def test_train_workflow_properties(tiny: Path, tmp_path: Path) -> None:
     assert not workflow.check_properties()
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_logs_and_metrics(trained: Path) -> None:
     models = trained / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint_epoch=1.pt").is_file()
@@ -106,6 +107,7 @@ def test_training_writes_checkpoints_logs_and_metrics(trained: Path) -> None:
     assert any(k.startswith("trunk.") for k in state)
 
 
+@pytest.mark.slow
 def test_rerun_without_resume_refuses_to_overwrite(trained: Path, tiny: Path) -> None:
     before = (trained / "models" / "model.pt").read_bytes()
     result = bundle_run([TRAIN], {"bundle_root": str(trained), "dataset_dir": str(tiny), "num_epochs": 1, **SHRINK})
@@ -114,6 +116,7 @@ def test_rerun_without_resume_refuses_to_overwrite(trained: Path, tiny: Path) ->
     assert (trained / "models" / "model.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_false_on_the_command_line_means_false(trained: Path, tiny: Path) -> None:
     """fire hands ``--resume false`` to the config as the string "false"; it must not resume or overwrite."""
     before = (trained / "models" / "model.pt").read_bytes()
@@ -136,6 +139,7 @@ def test_flag_refuses_anything_else() -> None:
         flag("maybe", "resume")
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_next_epoch(trained: Path, tiny: Path, tmp_path: Path) -> None:
     root = tmp_path / "resumed"
     (root / "models").mkdir(parents=True)
@@ -146,6 +150,7 @@ def test_resume_continues_to_the_next_epoch(trained: Path, tiny: Path, tmp_path:
     assert json.loads((root / "eval" / "metrics.json").read_text())["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
     check(bundle_run([TRAIN, EVALUATE], {"bundle_root": str(trained), "dataset_dir": str(tiny), **SHRINK}))
     metrics = json.loads((trained / "eval" / "metrics_test.json").read_text())
@@ -153,6 +158,7 @@ def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
     assert "delta_m" not in metrics  # no baselines given
 
 
+@pytest.mark.slow
 def test_single_task_baselines_give_delta_m(tiny: Path, tmp_path: Path) -> None:
     tasks = ["nodule_malignancy", "cxr_findings"]
     baselines = []
@@ -171,6 +177,7 @@ def test_single_task_baselines_give_delta_m(tiny: Path, tmp_path: Path) -> None:
     assert metrics["score"] == pytest.approx(metrics["delta_m"]["delta_m"])
 
 
+@pytest.mark.slow
 def test_ckpt_export_traces_a_task(trained: Path) -> None:
     out = trained / "nodule.ts"
     result = subprocess.run(
@@ -185,6 +192,7 @@ def test_ckpt_export_traces_a_task(trained: Path) -> None:
     assert exported(torch.rand(2, 1, 32, 32, 32)).shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_and_evaluate_each_sample_once(tiny: Path, tmp_path: Path) -> None:
     root = tmp_path / "ddp"
     common = {"bundle_root": str(root), "dataset_dir": str(tiny), **SHRINK}

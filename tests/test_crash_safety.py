@@ -29,6 +29,9 @@ from medmtl.engine.trainer import MultiTaskTrainer
 from medmtl.networks import MultiTaskNet
 from medmtl.weighting import build_weighting
 
+# slow tier (kills and resumes bundle runs, torchrun): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "bundles" / "medmtl_multitask" / "configs" / "train.json"
 EPOCHS = 3
@@ -110,7 +113,6 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | sub
     return {"tmp": tmp, "data": data, "root": root, "ckpt": root / "models", "killed": killed}
 
 
-@pytest.mark.slow
 def test_the_kill_happened_while_a_checkpoint_was_written(killed_run: dict) -> None:
     killed = killed_run["killed"]
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -120,7 +122,6 @@ def test_the_kill_happened_while_a_checkpoint_was_written(killed_run: dict) -> N
     assert "Saved checkpoint at epoch: 1" in killed.stderr + killed.stdout
 
 
-@pytest.mark.slow
 def test_a_killed_write_leaves_no_partial_file_under_a_final_name(killed_run: dict) -> None:
     finals = [p for p in killed_run["ckpt"].iterdir() if p.suffix == ".pt" and not p.name.startswith(".")]
     assert finals, "no checkpoint at all"
@@ -128,7 +129,6 @@ def test_a_killed_write_leaves_no_partial_file_under_a_final_name(killed_run: di
     assert not partial, f"partial checkpoints under final names: {partial}"
 
 
-@pytest.mark.slow
 def test_resume_after_the_kill_continues_from_the_last_good_checkpoint(killed_run: dict) -> None:
     ckpt: Path = killed_run["ckpt"]
     good = latest_checkpoint(ckpt, "checkpoint_*.pt")
@@ -150,7 +150,6 @@ def test_resume_after_the_kill_continues_from_the_last_good_checkpoint(killed_ru
     assert all(zipfile.is_zipfile(p) for p in ckpt.glob("*.pt"))
 
 
-@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_earlier_runs_outputs(killed_run: dict) -> None:
     root: Path = killed_run["root"]
     before = snapshot(root)
@@ -244,7 +243,6 @@ RANK_FAILS = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_torchrun_exits_nonzero_when_one_rank_raises(tmp_path: Path) -> None:
     """torchrun's agent SIGTERMs the surviving ranks: rank 0 does not wait out gloo's 30 min timeout.
 

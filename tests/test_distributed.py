@@ -16,6 +16,9 @@ import torch.multiprocessing as mp
 
 import distributed_cases as cases
 
+# slow tier (two gloo process groups, several trainings each): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 MODE_JOBS = [("mode", "equal", "round_robin"), ("mode", "uncertainty", "round_robin"), ("mode", "equal", "all"), ("mode", "pcgrad", "all"), ("mode", "famo", "all")]
 EQUIVALENCE_JOBS = [("equivalence", s, "") for s in cases.STRATEGIES]
 ACCUMULATE_JOBS = [("accumulate", s, "") for s in ("equal", "uncertainty", "dwa")]
@@ -53,8 +56,8 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: st
         assert got[0]["weights"] == pytest.approx(expected["weights"], rel=1e-3, abs=1e-6), f"step {step}"
         for task, loss in expected["losses"].items():  # each rank's loss is the mean over its half
             assert (got[0]["losses"][task] + got[1]["losses"][task]) / 2 == pytest.approx(loss, rel=1e-3), f"step {step} {task}"
-        if "grad_norms" in expected:
-            assert got[0]["grad_norms"] == pytest.approx(expected["grad_norms"], rel=1e-3)
+        if "grad_norms" in expected:  # a gradient reacts more to the drift than the loss does
+            assert got[0]["grad_norms"] == pytest.approx(expected["grad_norms"], rel=5e-3)
     for name, value in single["state"].items():
         torch.testing.assert_close(ranks[0]["state"][name], ranks[1]["state"][name], rtol=0, atol=0, msg=f"{name} differs across ranks")
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-3, atol=1e-4, msg=f"{name}: 2 ranks vs 1 process")

@@ -18,6 +18,9 @@ from medmtl.engine.metrics import DetectionMetrics
 from medmtl.engine.steps import detection_targets, task_predict
 from medmtl.networks import MultiTaskNet
 
+# slow tier (trains small networks to near-perfect accuracy): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 CHANNELS = (8, 16, 32, 64)
 
 

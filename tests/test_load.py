@@ -7,6 +7,9 @@ import pytest
 from medmtl.bench import quick_config
 from medmtl.bench.memory import run_in_subprocess
 
+# slow tier (load study: hundreds of inference studies): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 STUDIES, WARMUP = 300, 25
 #: One tiny CT volume as float32 after loading is ~0.25 MB; keeping one per study would grow the
 #: resident set by ~70 MB over the 275 studies after warm-up, so this bound catches such a leak.

@@ -312,6 +312,7 @@ def _ddp_worker(rank: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_aggregate_gathers_across_ranks(tmp_path):
     out = tmp_path / "res.json"
     mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(out)), nprocs=2, join=True)

@@ -17,6 +17,9 @@ import nbformat
 import pytest
 from jupyter_client.manager import KernelManager
 
+# slow tier (executes the notebooks): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 KERNEL = "python3"
@@ -45,7 +48,6 @@ def test_notebook_is_committed_without_outputs(path):
     assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
     # the kernel must be this interpreter (the venv with medmtl's dependencies): jupyter_client

@@ -18,6 +18,9 @@ import pydicom
 import pytest
 from bundle_cli import CONFIGS, bundle_run, check
 
+# slow tier (bundle training and inference runs in subprocesses): python -m pytest -m slow
+pytestmark = pytest.mark.slow
+
 #: Identifying attributes (PS3.15 Annex E) and the fake values stamped into every DICOM file.
 #: The values are long and unusual, so finding one in an output cannot be a coincidence.
 IDENTIFIERS = {

@@ -25,6 +25,7 @@ def test_readme_has_the_two_setup_commands() -> None:
     assert 'pip install -e ".[test]" && python -m pytest -q' in text
 
 
+@pytest.mark.slow
 def test_readme_python_quickstart_runs(tmp_path: Path) -> None:
     blocks = python_blocks()
     assert blocks
@@ -34,6 +35,7 @@ def test_readme_python_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", ["docs/architecture.md"])
 def test_architecture_example_trains(tmp_path: Path, doc: str) -> None:
     text = (README.parent / doc).read_text()

@@ -281,6 +281,7 @@ def test_assign_sections_puts_every_label_in_training():
         assert sections.count("validation") >= 2 and sections.count("test") >= 1
 
 
+@pytest.mark.slow
 def test_cli_help_and_run(tiny, tmp_path):
     help_run = subprocess.run(
         [sys.executable, "-m", "medmtl.data.synthetic", "--help"], capture_output=True, text=True, check=True
