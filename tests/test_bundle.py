@@ -13,7 +13,6 @@ from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medmtl.engine.components import check_output_dirs, ensure_dataset, flag, per_task, validation_loader
-from medmtl.engine.handlers import write_json_atomic
 from medmtl.errors import ConfigError
 
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
@@ -55,19 +54,6 @@ def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
     assert not (tmp_path / "mistyped").exists()
     with pytest.raises(ConfigError, match=r"'validation' section holds no entries for task\(s\) \['cxr_findings'\]"):
         validation_loader({"nodule_malignancy": [{"image": 0}], "cxr_findings": []}, 1, 0, ["nodule_malignancy", "cxr_findings"], "validation")
-
-
-def test_json_outputs_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
-    import os
-
-    old = os.umask(0o022)
-    try:
-        path = write_json_atomic(tmp_path / "metrics.json", {"a": 1})
-    finally:
-        os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_metadata_verifies_against_shipped_schema() -> None:

@@ -17,6 +17,7 @@ from medmtl.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from medmtl.engine.handlers import write_json_atomic
 from medmtl.errors import CheckpointError
 
 
@@ -68,13 +69,20 @@ def test_failed_write_leaves_original_and_no_temp_file(tmp_path, monkeypatch, ov
         assert path.read_bytes() == original
 
 
-def test_saved_file_permissions_follow_umask(tmp_path):
+@pytest.mark.parametrize(
+    "write",
+    [lambda d: save_checkpoint(d / "c.pt", {"v": 1}), lambda d: write_json_atomic(d / "metrics.json", {"a": 1})],
+    ids=["checkpoint", "metrics_json"],
+)
+def test_written_file_permissions_follow_umask(tmp_path, write):
+    """Both atomic writers give what a plain open() would (mkstemp would give 0600)."""
     old = os.umask(0o022)
     try:
-        path = save_checkpoint(tmp_path / "c.pt", {"v": 1})
+        path = write(tmp_path)
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
 
 def test_missing_truncated_corrupt_and_unsafe_files(tmp_path):
