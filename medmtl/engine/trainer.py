@@ -43,7 +43,7 @@ from medmtl.engine.distributed import any_across_ranks, distributed_world, mean_
 from medmtl.engine.step_losses import StepLosses
 from medmtl.errors import ConfigError, MedMTLError
 from medmtl.tasks import TaskSpec, get_task
-from medmtl.weighting.base import flat_grad, no_reduce
+from medmtl.weighting.base import no_reduce, task_gradients
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -206,10 +206,8 @@ class MultiTaskTrainer(Trainer):
 
     def _task_grad_norms(self, losses: dict[str, torch.Tensor], shared: list[torch.nn.Parameter], scale: float) -> dict[str, float]:
         """Norm of each task's gradient on the shared parameters (averaged over ranks), unscaled."""
-        grads = torch.stack(
-            [flat_grad(torch.autograd.grad(loss * scale, shared, retain_graph=True, allow_unused=True), shared) for loss in losses.values()]
-        )
-        return dict(zip(losses, (self._reduce(grads).norm(dim=1) / scale).tolist()))
+        grads = task_gradients(list(losses.values()), shared, scale, self._reduce)
+        return dict(zip(losses, (grads.norm(dim=1) / scale).tolist()))
 
     def _add_penalty_gradient(self, penalty: torch.Tensor, scale: float) -> None:
         # autograd.grad, not a second backward: under DDP one forward allows one backward. The

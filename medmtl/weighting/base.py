@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from medmtl.errors import ConfigError
 
-__all__ = ["UNITS", "Reduce", "Weighting", "check_positive", "flat_grad", "no_reduce", "parse_task_weights"]
+__all__ = ["UNITS", "Reduce", "Weighting", "check_positive", "flat_grad", "no_reduce", "parse_task_weights", "task_gradients"]
 
 #: Units in which schedules (PFLP period, ITW switch point) count.
 UNITS = ("step", "epoch")
@@ -272,3 +272,19 @@ def flat_grad(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) ->
         Tensor of shape ``(sum_p p.numel(),)``.
     """
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+
+
+def task_gradients(
+    losses: Sequence[Tensor], params: Sequence[nn.Parameter], loss_scale: float = 1.0, reduce: Reduce = no_reduce
+) -> Tensor:
+    """Each loss's gradient on ``params`` as one row, averaged over data-parallel ranks.
+
+    ``torch.autograd.grad`` (graph retained), not ``backward``: under DDP one forward allows one
+    backward, and these gradients must be averaged before anything is derived from them. The
+    rows carry ``loss_scale`` (float16 AMP); zeros where a loss does not reach a parameter.
+
+    Returns:
+        Tensor of shape ``(len(losses), sum_p p.numel())``.
+    """
+    rows = [flat_grad(torch.autograd.grad(loss * loss_scale, params, retain_graph=True, allow_unused=True), params) for loss in losses]
+    return reduce(torch.stack(rows))

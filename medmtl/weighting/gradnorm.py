@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Reduce, Weighting, check_positive, flat_grad, no_reduce
+from medmtl.weighting.base import Reduce, Weighting, check_positive, no_reduce, task_gradients
 
 __all__ = ["GradNormWeighting"]
 
@@ -86,13 +86,7 @@ class GradNormWeighting(Weighting):
         # ||grad_W L_t|| without create_graph: G_t = w_t * ||grad_W L_t|| is linear in w_t, so
         # its derivative needs only the detached norm. The gradients are averaged over the ranks
         # before the norm (the norm of the whole batch's gradient), and unscaled.
-        task_grads = torch.stack(
-            [
-                flat_grad(torch.autograd.grad(losses[t] * loss_scale, params, retain_graph=True, allow_unused=True), params)
-                for t in self.tasks
-            ]
-        )
-        grad_norms = reduce(task_grads).norm(dim=1) / loss_scale
+        grad_norms = task_gradients([losses[t] for t in self.tasks], params, loss_scale, reduce).norm(dim=1) / loss_scale
 
         weights_now = self.loss_weights.detach().clone()
         ((weights_now.to(stacked) * stacked).sum() * loss_scale).backward()

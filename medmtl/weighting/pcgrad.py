@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medmtl.weighting.base import Reduce, Weighting, flat_grad, no_reduce
+from medmtl.weighting.base import Reduce, Weighting, no_reduce, task_gradients
 
 __all__ = ["PCGradWeighting", "pcgrad_project"]
 
@@ -92,13 +92,7 @@ class PCGradWeighting(Weighting):
         if not shared:
             raise self._config_error("shared_parameters", "is empty: PCGrad projects gradients of the shared parameters")
         previous = [p.grad for p in shared]
-        # per-task gradients by autograd.grad, not backward: under DDP only one backward per
-        # forward may run, and these gradients must be averaged over the ranks BEFORE projecting
-        task_grads = reduce(
-            torch.stack(
-                [flat_grad(torch.autograd.grad(losses[t] * loss_scale, shared, retain_graph=True, allow_unused=True), shared) for t in self.tasks]
-            )
-        )
+        task_grads = task_gradients([losses[t] for t in self.tasks], shared, loss_scale, reduce)
         for p in shared:  # backward would add into the earlier gradients in place
             p.grad = None
         (sum(losses[t] for t in self.tasks) * loss_scale).backward()
