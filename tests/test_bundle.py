@@ -47,6 +47,7 @@ def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
     assert per_task({"a": 1, "b": 2, "c": 3}, ["b", "a"], "batch_size") == {"b": 2, "a": 1}
     with pytest.raises(ConfigError, match=r"--batch_size has no value for task\(s\) \['b'\]"):
         per_task({"a": 1}, ["a", "b"], "batch_size")
+    assert per_task({"a": 3, "c": 2}, ["a", "b"], "task_shares", default=1) == {"a": 3, "b": 1}
     with pytest.raises(ConfigError, match="--resume true but .* holds no complete checkpoint"):
         check_output_dirs(tmp_path / "models", tmp_path / "eval", resume=True)
     with pytest.raises(ConfigError, match="no datalist.json in .*mistyped .no such folder.: check --dataset_dir"):

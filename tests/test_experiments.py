@@ -19,6 +19,8 @@ from medmtl.experiments import (
     run_suite,
     write_report,
 )
+from medmtl.experiments.compare import references
+from medmtl.experiments.intervals import VERDICTS
 from medmtl.experiments.records import row_delta_m
 from medmtl.experiments.report import headline
 from medmtl.experiments.runner import Manifest
@@ -301,6 +303,14 @@ def test_smoke_suite_end_to_end(tmp_path):
     )
     md = report["tables"]["md"].read_text()
     assert "| `weighting.equal` |" in md and "Headline settings" in md
+    # paired comparisons on the test cases each row's evaluation recorded
+    comparisons = {(c["setting"], c["reference"], c["task"]): c for c in results["comparisons"]}
+    for task in ALL_TASKS:
+        c = comparisons[("weighting.pcgrad", "weighting.equal", task)]
+        assert c["verdict"] in VERDICTS and c["seeds"] == ["0"]
+        assert c["diff"] == pytest.approx(c["a"] - c["b"]) or math.isnan(c["diff"])
+        assert c["a"] == pytest.approx(rows["weighting.pcgrad"]["metrics"][task][c["metric"]], nan_ok=True)
+    assert "## Comparisons (paired, test section)" in md
 
     names = {p.name for p in report["plots"]}
     assert {f"learning_curves_{t}.png" for t in ALL_TASKS} | {
@@ -318,6 +328,23 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert (
         run_suite(suite, tmp_path).rows == before["rows"]
     )  # everything done: nothing reruns
+
+
+def test_each_setting_is_compared_with_its_reference() -> None:
+    tasks = list(ALL_TASKS)
+    assert references("weighting.pcgrad", tasks) == [("weighting.equal", tuple(tasks))]
+    assert references("weighting.equal", tasks) == [(f"single.{t}", (t,)) for t in tasks]
+    assert references("sampling.dwa-all", tasks) == [("weighting.dwa", tuple(tasks))]
+    assert references("table2.ITW1", tasks) == [("table2.MTL", tuple(tasks))]
+    assert references("table2.ITW2", tasks) == [("table2.static-1", tuple(tasks))]
+    assert references("table2.MTL0", tasks) == [("table2.static-0.01", tuple(tasks))]
+    assert references("scarcity.best-f0.1", tasks) == [("scarcity.single-f0.1", ("nodule_malignancy",))]
+    assert references("single.cxr_findings", ["cxr_findings"]) == []
+    # every PFLP row of Table 2 has its static counterpart in the full suite
+    full = {r.setting for r in get_suite("full").rows}
+    for setting in full:
+        for reference, _ in references(setting, tasks):
+            assert reference in full | {"best"}, (setting, reference)
 
 
 def test_full_suite_separates_sampling_from_gradient_strategies() -> None:

@@ -18,6 +18,7 @@ from medmtl.engine.sampling import (
     MultiTaskLoader,
     sampling_proportions,
     task_datasets,
+    weighted_cycle,
 )
 from medmtl.errors import CheckpointError, ConfigError, DatalistError
 
@@ -87,6 +88,46 @@ def test_round_robin_exact_sequence():
     steps = list(loader)
     assert len(steps) == len(loader) == 8
     assert [list(s) for s in steps] == [["a"], ["b"], ["c"], ["a"], ["b"], ["c"], ["a"], ["b"]]
+
+
+def test_round_robin_with_shares_spreads_the_larger_share():
+    loader = MultiTaskLoader(datasets(), batch_size=2, mode="round_robin", steps_per_epoch=8, shares={"c": 2})
+    # one cycle of 4 steps: c twice, never twice in a row within the cycle
+    assert [list(s)[0] for s in loader] == ["c", "a", "b", "c"] * 2
+    assert loader.proportions == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.5})
+    assert weighted_cycle((1, 1, 1, 3)) == (3, 0, 1, 3, 2, 3)
+    # equal shares keep the plain round-robin order
+    assert weighted_cycle((1, 1, 1)) == (0, 1, 2)
+
+
+def test_shares_scale_the_random_modes():
+    sampler = MultiTaskBatchSampler(SIZES, mode="proportional", seed=3, shares={"c": 4})
+    total = 10 + 7 + 3 * 4
+    assert sampler.proportions == pytest.approx({"a": 10 / total, "b": 7 / total, "c": 12 / total})
+    counts = Counter(sampler.tasks[sampler.tasks_of_step(s)[0]] for s in range(4000))
+    assert abs(counts["c"] / 4000 - 12 / total) < 0.03
+
+
+def test_invalid_shares_are_named():
+    with pytest.raises(ConfigError, match="not trained"):
+        MultiTaskBatchSampler(SIZES, shares={"z": 2})
+    with pytest.raises(ConfigError, match="positive integers"):
+        MultiTaskBatchSampler(SIZES, shares={"a": 0})
+    with pytest.raises(ConfigError, match="positive integers"):
+        MultiTaskBatchSampler(SIZES, shares={"a": 1.5})
+    with pytest.raises(ConfigError, match="'all'"):
+        MultiTaskBatchSampler(SIZES, mode="all", shares={"a": 2})
+    MultiTaskBatchSampler(SIZES, mode="all", shares={"a": 1})  # equal shares are no change
+
+
+def test_state_records_the_shares():
+    state = MultiTaskLoader(datasets(), batch_size=2, shares={"a": 2}).state_dict()
+    with pytest.raises(CheckpointError, match="shares"):
+        MultiTaskLoader(datasets(), batch_size=2).load_state_dict(state)
+    # a state saved before shares existed resumes a loader with a share of 1 per task
+    old = MultiTaskLoader(datasets(), batch_size=2).state_dict()
+    del old["config"]["shares"]
+    MultiTaskLoader(datasets(), batch_size=2).load_state_dict(old)
 
 
 @pytest.mark.parametrize("mode,temperature", [("proportional", 1.0), ("temperature", 2.0), ("temperature", math.inf)])
@@ -186,7 +227,8 @@ def test_state_counts_handed_out_steps_not_prefetched_ones():
 @pytest.mark.parametrize("mode", ["round_robin", "proportional", "temperature", "all"])
 @pytest.mark.parametrize("total,cut", [(10, 5), (24, 13)])  # cut inside epoch 1 / inside a later epoch
 def test_resume_yields_identical_batches(mode, total, cut):
-    kwargs = dict(batch_size={"a": 3, "b": 2, "c": 2}, mode=mode, temperature=2.0, seed=11, steps_per_epoch=7)
+    shares = {} if mode == "all" else {"b": 2}
+    kwargs = dict(batch_size={"a": 3, "b": 2, "c": 2}, mode=mode, temperature=2.0, seed=11, steps_per_epoch=7, shares=shares)
     straight = flat(take(MultiTaskLoader(aug_datasets(), **kwargs), total))
 
     first = MultiTaskLoader(aug_datasets(), **kwargs)

@@ -490,11 +490,11 @@ def test_every_finding_is_visible_at_128_pixels():
             make_cxr(np.random.default_rng(seed), preset, flags) for flags in ([1, 0, 0], [0, 1, 0], [0, 0, 1])
         )
         assert nodule.label == [1, 0, 0] and nodule.anatomy.dome == base.anatomy.dome and nodule.origin == base.origin
-        # Nodules: 18-40 mm, each one's centre several noise std brighter (3 x 3 pixel mean).
+        # Nodules: 28-48 mm, each one's centre several noise std brighter (3 x 3 pixel mean).
         assert nodule.meta["nodules"]
         diff = nodule.pixels - base.pixels
         for n in nodule.meta["nodules"]:
-            assert 18.0 <= n["diameter_mm"] <= 40.0 and n["density"] in ("solid", "calcified")
+            assert 28.0 <= n["diameter_mm"] <= 48.0 and n["density"] in ("solid", "calcified")
             r, c = (round(v) for v in n["center_px"])
             local = diff[r - 1 : r + 2, c - 1 : c + 2].mean() / sigma[r, c]
             assert local > 5.0, (seed, n, local)

@@ -223,15 +223,20 @@ def flag(value: bool | int | str | None, name: str = "flag") -> bool:
         raise ConfigError(f"--{name} {value!r}: expected true or false") from None
 
 
-def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str) -> dict[str, Any]:
+def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str, default: Any = None) -> dict[str, Any]:
     """``{task: values[task]}`` for the trained tasks of a per-task bundle setting.
 
+    Entries for tasks that are not trained are dropped, so one bundle setting serves any
+    ``--tasks`` subset. With a ``default``, a trained task without an entry gets it.
+
     Raises:
-        ConfigError: ``values`` is not a mapping or lacks a trained task (names ``key``, the
-            missing tasks and how to set them).
+        ConfigError: ``values`` is not a mapping or, without a ``default``, lacks a trained task
+            (names ``key``, the missing tasks and how to set them).
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"--{key} must map each task to a value, got {values!r}")
+    if default is not None:
+        return {t: values.get(t, default) for t in tasks}
     missing = [t for t in tasks if t not in values]
     if missing:
         raise ConfigError(

@@ -83,6 +83,7 @@ class MultiTaskScore(Metric):
         self.baselines = dict(baselines) if baselines else None
         self.results: dict[str, dict[str, float]] = {}
         self.delta: dict[str, Any] | None = None
+        self.cases: dict[str, dict[str, Any]] = {}
         super().__init__(output_transform=lambda x: x, device="cpu")
 
     @reinit__is_reduced
@@ -98,6 +99,9 @@ class MultiTaskScore(Metric):
     def compute(self) -> float:
         # every rank must aggregate (it is a collective call in distributed runs)
         self.results = {name: acc.aggregate() for name, acc in self.accumulators.items()}
+        # per-case records for confidence intervals (medmtl.experiments.intervals); gathered
+        # here because the detection record is a collective call, like aggregate()
+        self.cases = {name: acc.cases() for name, acc in self.accumulators.items()}
         if self.baselines is not None:
             summaries = {s.name: summary_values(s, self.results[s.name]) for s in self.tasks}
             missing = sorted(set(summaries) - set(self.baselines))
@@ -114,7 +118,7 @@ class MultiTaskScore(Metric):
             for k, v in values.items():
                 engine.state.metrics[f"{task}/{k}"] = v
         engine.state.metrics[name] = score
-        engine.state.metric_details[name] = {"results": self.results, "delta_m": self.delta}
+        engine.state.metric_details[name] = {"results": self.results, "delta_m": self.delta, "cases": self.cases}
 
 
 class MultiTaskEvaluator(Evaluator):

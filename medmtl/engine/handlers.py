@@ -76,14 +76,20 @@ class MetricsWriter:
     ``epoch`` is the trainer's epoch when run by ``ValidationHandler``; with single-task baselines
     it also holds ``"delta_m": {"delta_m", "per_task", "per_metric"}`` (percent) and ``score`` is Δm.
 
+    With ``cases_path`` it also writes the per-case records of every task
+    (``{"epoch", "tasks": {task: record}}``, see :mod:`medmtl.engine.cases`), from which
+    :mod:`medmtl.experiments.intervals` bootstraps confidence intervals.
+
     Args:
         output_path: the JSON file (parent folders are created).
         key_metric_name: name of the evaluator's key metric.
+        cases_path: where to write the per-case records (default: not written).
     """
 
-    def __init__(self, output_path: str | Path, key_metric_name: str = "val_score") -> None:
+    def __init__(self, output_path: str | Path, key_metric_name: str = "val_score", cases_path: str | Path | None = None) -> None:
         self.output_path = Path(output_path)
         self.key_metric_name = key_metric_name
+        self.cases_path = Path(cases_path) if cases_path else None
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -107,6 +113,8 @@ class MetricsWriter:
         }
         if delta:
             payload["delta_m"] = delta
+        if self.cases_path is not None:
+            write_json_atomic(self.cases_path, {"epoch": int(engine.state.epoch), "tasks": details.get("cases", {})})
         write_json_atomic(self.output_path, payload)
 
 

@@ -52,6 +52,7 @@ from monai.metrics import (
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 from monai.networks.utils import one_hot
 
+from medmtl.engine.cases import encode_matches
 from medmtl.tasks import TaskSpec
 
 __all__ = [
@@ -182,6 +183,11 @@ class TaskMetrics(ABC):
     def aggregate(self) -> dict[str, float]:
         """The metrics over everything seen since the last :meth:`reset` (a collective call under DDP)."""
 
+    @abstractmethod
+    def cases(self) -> dict[str, Any]:
+        """Per-case record of what the key metric is computed from (see :mod:`medmtl.engine.cases`);
+        call after :meth:`aggregate` (which gathers the ranks)."""
+
     def key_metric(self, results: Mapping[str, float]) -> float:
         """Shortcut for :func:`key_metric_value` of this task."""
         return key_metric_value(self.spec, results)
@@ -261,6 +267,10 @@ class SegmentationMetrics(TaskMetrics):
             _sync_cumulative(self.hd95)
             results.update(self._per_class("hd95", self.hd95.get_buffer(), "num_hd95_undefined"))
         return results
+
+    def cases(self) -> dict[str, Any]:
+        dice = self.dice.get_buffer().double()
+        return {"classes": list(self.organs), "dice": [[v if math.isfinite(v) else None for v in row] for row in dice.tolist()]}
 
     def _per_class(self, name: str, buffer: torch.Tensor | None, count_key: str) -> dict[str, float]:
         """Mean over defined cases per class from a MONAI buffer ``(N, C-1)``, plus the class mean."""
@@ -342,6 +352,11 @@ class ClassificationMetrics(TaskMetrics):
         return results
 
 
+    def cases(self) -> dict[str, Any]:
+        probs, onehot = self.auc.get_buffer()
+        return {"prob": probs.double().tolist(), "label": onehot.argmax(1).tolist()}
+
+
 def _per_label_auc(spec: TaskSpec, values: Sequence[float]) -> dict[str, float]:
     """``auc/<name>``, their mean over defined labels and the number of undefined labels."""
     undefined = [n for n, v in zip(spec.class_names, values) if math.isnan(v)]
@@ -398,6 +413,11 @@ class MultiLabelMetrics(TaskMetrics):
             warnings.filterwarnings("ignore", message="y values can not be all")
             values = [float(v) for v in self.auc.aggregate()]
         return _per_label_auc(self.spec, values)
+
+
+    def cases(self) -> dict[str, Any]:
+        probs, labels = self.auc.get_buffer()
+        return {"prob": probs.double().tolist(), "label": labels.int().tolist()}
 
 
 def _sync_cumulative(metric: Any) -> None:
@@ -548,6 +568,13 @@ class DetectionMetrics(TaskMetrics):
         results["num_images"] = float(len(matches))
         results["num_gt_boxes"] = float(num_gt)
         return results
+
+    def cases(self) -> dict[str, Any]:
+        return {
+            "iou": self.iou_threshold,
+            "max_detections": self.max_detections,
+            "matches": [encode_matches(image) for image in self._gathered()],
+        }
 
     def froc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The FROC curve over everything seen, for plotting (a collective call under DDP).

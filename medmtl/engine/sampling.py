@@ -53,7 +53,9 @@ __all__ = [
     "MultiTaskBatchSampler",
     "MultiTaskLoader",
     "SampleRef",
+    "resolve_shares",
     "sampling_proportions",
+    "weighted_cycle",
     "task_datasets",
 ]
 
@@ -94,7 +96,9 @@ def _derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint32)[0])
 
 
-def sampling_proportions(sizes: Mapping[str, int], mode: str, temperature: float = 1.0) -> dict[str, float]:
+def sampling_proportions(
+    sizes: Mapping[str, int], mode: str, temperature: float = 1.0, shares: Mapping[str, int] | None = None
+) -> dict[str, float]:
     """Expected fraction of training steps that carry a batch of each task.
 
     Args:
@@ -102,6 +106,8 @@ def sampling_proportions(sizes: Mapping[str, int], mode: str, temperature: float
         mode: one of :data:`MODES`.
         temperature: ``T`` of the ``temperature`` mode: ``p_t ∝ n_t ** (1 / T)``; ``T = 1`` is
             ``proportional``, ``T = inf`` is uniform.
+        shares: relative step share per task (default 1 each), multiplied into the one-task
+            modes' proportions: ``round_robin`` gives task ``t`` ``s_t / sum(s)`` of the steps.
 
     Returns:
         ``{task: fraction}``; it sums to 1 in the one-task modes and is 1 for every task in ``all``.
@@ -116,18 +122,58 @@ def sampling_proportions(sizes: Mapping[str, int], mode: str, temperature: float
     empty = [t for t, n in sizes.items() if n <= 0]
     if empty:
         raise ConfigError(f"tasks {empty} have no samples")
+    share = resolve_shares(shares, list(sizes), mode)
     if mode == "all":
         return {t: 1.0 for t in sizes}
     if mode == "round_robin":
-        return {t: 1.0 / len(sizes) for t in sizes}
-    if mode == "proportional":
-        temperature = 1.0
-    if not temperature > 0:
-        raise ConfigError(f"sampling temperature must be > 0 (inf for uniform), got {temperature}")
-    # 1 / inf == 0 gives the uniform limit without a special case.
-    weights = {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
+        weights = {t: float(share[t]) for t in sizes}
+    else:
+        if mode == "proportional":
+            temperature = 1.0
+        if not temperature > 0:
+            raise ConfigError(f"sampling temperature must be > 0 (inf for uniform), got {temperature}")
+        # 1 / inf == 0 gives the uniform limit without a special case.
+        weights = {t: share[t] * float(n) ** (1.0 / temperature) for t, n in sizes.items()}
     total = sum(weights.values())
     return {t: w / total for t, w in weights.items()}
+
+
+def resolve_shares(shares: Mapping[str, int] | None, tasks: Sequence[str], mode: str) -> dict[str, int]:
+    """``{task: share}`` for every task of ``tasks``: the given positive integers, 1 where absent.
+
+    Raises:
+        ConfigError: a share for a task not in ``tasks``, a share that is not a positive integer,
+            or unequal shares in ``all`` mode (which runs every task in every step).
+    """
+    shares = dict(shares or {})
+    unknown = sorted(set(shares) - set(tasks))
+    if unknown:
+        raise ConfigError(f"task_shares names tasks {unknown} that are not trained; tasks are {list(tasks)}")
+    bad = {t: v for t, v in shares.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise ConfigError(f"task_shares must be positive integers (relative numbers of steps), got {bad}")
+    resolved = {t: int(shares.get(t, 1)) for t in tasks}
+    if mode == "all" and len(set(resolved.values())) > 1:
+        raise ConfigError(f"task_shares {shares} cannot apply to sampling mode 'all': every step carries every task")
+    return resolved
+
+
+def weighted_cycle(shares: Sequence[int]) -> tuple[int, ...]:
+    """One cycle of smooth weighted round robin: index ``i`` appears ``shares[i]`` times, spread out.
+
+    Each step picks the index with the largest running credit (ties to the lowest index), then
+    takes the total from it, as nginx's upstream balancer does; ``(1, 1, 2)`` gives ``(2, 0, 1, 2)``
+    rather than ``(0, 1, 2, 2)``, so a task with a larger share never runs many steps in a row.
+    """
+    credit = [0] * len(shares)
+    total = sum(shares)
+    cycle = []
+    for _ in range(total):
+        credit = [c + s for c, s in zip(credit, shares)]
+        best = max(range(len(shares)), key=lambda i: (credit[i], -i))
+        credit[best] -= total
+        cycle.append(best)
+    return tuple(cycle)
 
 
 class SampleRef(NamedTuple):
@@ -179,6 +225,11 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
         batch_size: per-rank batch size, one int or one per task.
         mode: one of :data:`MODES`.
         temperature: ``T`` of the ``temperature`` mode (see :func:`sampling_proportions`).
+        shares: relative step share per task, positive integers (default 1 each). In
+            ``round_robin`` the tasks follow a fixed cycle in which task ``t`` appears
+            ``shares[t]`` times (see :func:`weighted_cycle`); in ``proportional`` and
+            ``temperature`` its probability is multiplied by ``shares[t]``. A cheap task that
+            needs many steps (2D classification beside 3D segmentation) gets them this way.
         steps_per_epoch: steps of one epoch. Default: the number of batches one pass over every
             task needs -- summed over tasks in the one-task modes, the maximum over tasks in
             ``all`` mode.
@@ -202,11 +253,14 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        shares: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.tasks: tuple[str, ...] = tuple(sizes)
         self.sizes: tuple[int, ...] = tuple(int(sizes[t]) for t in self.tasks)
-        self.proportions = sampling_proportions(sizes, mode, temperature)
+        self.proportions = sampling_proportions(sizes, mode, temperature, shares)
+        self.shares: tuple[int, ...] = tuple(resolve_shares(shares, self.tasks, mode).values())
+        self._cycle = weighted_cycle(self.shares)
         self.mode = mode
         self.temperature = float(temperature)
         if not isinstance(seed, int) or seed < 0:
@@ -266,7 +320,7 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
         if self.mode == "all":
             return tuple(range(len(self.tasks)))
         if self.mode == "round_robin":
-            return (step % len(self.tasks),)
+            return (self._cycle[step % len(self._cycle)],)
         # A fresh generator per step (counter-based) keeps the resume state a single integer.
         u = np.random.default_rng([self.seed, _STREAM_TASK_CHOICE, step]).random()
         # min() guards against the cumulative sum ending a rounding error below 1.
@@ -365,6 +419,8 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
             if state["version"] != _STATE_VERSION:
                 raise CheckpointError(f"sampler state version {state['version']} is not {_STATE_VERSION}")
             saved = dict(state["config"])
+            # States saved before shares existed were made with a share of 1 per task.
+            saved.setdefault("shares", [1] * len(saved.get("tasks", ())))
             mine = self._config()
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             if diff:
@@ -396,6 +452,7 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
             "batch_sizes": list(self.batch_sizes),
             "mode": self.mode,
             "temperature": self.temperature,
+            "shares": list(self.shares),
             "seed": self.seed,
             "steps_per_epoch": self.steps_per_epoch,
             "drop_last": self.drop_last,
@@ -504,6 +561,8 @@ class MultiTaskLoader:
         batch_size: per-rank batch size, one int or one per task.
         mode: ``round_robin``, ``proportional``, ``temperature`` or ``all`` (see :data:`MODES`).
         temperature: ``T`` of the ``temperature`` mode, ``p_t ∝ n_t ** (1 / T)``.
+        shares: ``{task: positive int}``, relative step shares (default 1 each; see
+            :class:`MultiTaskBatchSampler`).
         steps_per_epoch: steps per epoch; default as in :class:`MultiTaskBatchSampler`.
         seed: non-negative seed of task order, sample order and transform seeds.
         drop_last: drop each pass's final batch when it is smaller than the batch size.
@@ -534,6 +593,7 @@ class MultiTaskLoader:
         reseed_transforms: bool = True,
         num_replicas: int | None = None,
         rank: int | None = None,
+        shares: Mapping[str, int] | None = None,
         **dataloader_kwargs: Any,
     ) -> None:
         reserved = sorted(_RESERVED_LOADER_KWARGS & set(dataloader_kwargs))
@@ -555,6 +615,7 @@ class MultiTaskLoader:
             drop_last=drop_last,
             num_replicas=num_replicas,
             rank=rank,
+            shares=shares,
         )
         self.tasks = self.batch_sampler.tasks
         if collate_fn is None or callable(collate_fn):
@@ -627,7 +688,7 @@ class MultiTaskLoader:
 
 
 def task_datasets(
-    datalist_entries: Sequence[Mapping[str, Any]],
+    data: Sequence[Mapping[str, Any]],
     transforms_for_task: Callable[[str], Callable],
     cache: str = "none",
     cache_dir: str | Path | None = None,
@@ -640,7 +701,7 @@ def task_datasets(
     """One MONAI dataset per task from datalist entries that carry a ``task`` key.
 
     Args:
-        datalist_entries: dicts with at least ``task``; the order of first appearance of each task
+        data: datalist entries, dicts with at least ``task`` (the bundle's ``train#dataset#data``); the order of first appearance of each task
             is the order of the returned dict (and so the round-robin order).
         transforms_for_task: ``task -> transform`` (typically a ``Compose`` of dictionary transforms).
         cache: ``"none"`` (``monai.data.Dataset``), ``"memory"`` (``CacheDataset``, deterministic
@@ -666,13 +727,13 @@ def task_datasets(
         raise ConfigError("cache='disk' needs a cache_dir")
     problems = [
         DatalistProblem(i, source, "entry has no 'task' key")
-        for i, entry in enumerate(datalist_entries)
+        for i, entry in enumerate(data)
         if not isinstance(entry, Mapping) or "task" not in entry
     ]
     if problems:
         raise DatalistError(source, problems)
     grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for entry in datalist_entries:
+    for entry in data:
         grouped.setdefault(str(entry["task"]), []).append(entry)
 
     fractions = dict(label_fraction or {})

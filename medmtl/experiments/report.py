@@ -22,6 +22,7 @@ from typing import Any
 from medmtl.data.synthetic import MANIFEST
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
+from medmtl.experiments.compare import compare_rows
 from medmtl.experiments.records import TEST_METRICS_FILE, load_metrics, row_delta_m, summaries
 from medmtl.experiments.runner import Manifest, row_dir
 from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Suite
@@ -280,6 +281,31 @@ def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _comparison_lines(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The paired comparisons with their 95 % intervals and verdicts (Markdown)."""
+    lines = [
+        "",
+        "## Comparisons (paired, test section)",
+        "",
+        (
+            "Difference A - B of the key metric, mean over the common seeds, with a 95 % bootstrap "
+            "interval (test cases redrawn within each seed, the same draw for both rows, averaged over "
+            "seeds; `medmtl.experiments.intervals`). Verdict: better / worse when the interval "
+            "excludes 0, otherwise not distinguishable."
+        ),
+        "",
+        "| A | B | task | metric | seeds | A | B | A - B [95 % CI] | per seed | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        per_seed = " / ".join(_fmt(v["diff"]) for v in c["per_seed"].values())
+        lines.append(
+            f"| `{c['setting']}` | `{c['reference']}` | {_short(c['task'])} | {c['metric']} | {','.join(c['seeds'])} | "
+            f"{_fmt(c['a'])} | {_fmt(c['b'])} | {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | {per_seed} | {c['verdict']} |"
+        )
+    return lines
+
+
 def write_tables(
     records: Sequence[Mapping[str, Any]],
     heads: Sequence[Mapping[str, Any]],
@@ -396,6 +422,8 @@ def write_tables(
             lines.append("| " + " | ".join(cells) + " |")
     if meta.get("learnability"):
         lines += _learnability_lines(meta["learnability"])
+    if meta.get("comparisons"):
+        lines += _comparison_lines(meta["comparisons"])
     notes = [r for r in records if r["delta_m_excluded"]]
     if notes:
         lines += ["", "Metrics left out of Δm (relative change undefined):", ""]
@@ -585,6 +613,7 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     heads = headline(records, best_row)
     meta = {
         "learnability": learnability(records, _ceilings(out)),
+        "comparisons": compare_rows(records, out, best_row=best_row),
         "suite": suite.name,
         "preset": suite.preset,
         "settings": dict(suite.settings),

@@ -438,7 +438,7 @@ _CONVENTIONS = {
     "label_flipped marks the flips",
     "cxr_label": "[nodule, pneumothorax, effusion]; clean_label: the findings drawn into the image; label (published): "
     "each finding flipped with probability label_noise.cxr_findings (default 0)",
-    "cxr_findings_detail": "nodules: center_mm (LPS), center_px [row, column], diameter 18-40 mm, solid or calcified; "
+    "cxr_findings_detail": "nodules: center_mm (LPS), center_px [row, column], diameter 28-48 mm, solid or calcified; "
     "pneumothorax: side -> collapse factor 0.6-0.8; effusion_ml: side -> fluid volume (ml, 250-800); "
     "effusion_level_mm: side -> fluid height above that side's lowest cavity point",
 }

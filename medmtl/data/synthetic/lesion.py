@@ -26,7 +26,7 @@ flipped with a documented, seeded probability per task (``label_noise``; 0.03 fo
 this logit against the published labels, ~0.97 at 3%) in ``synthetic.json``.
 
 CT nodules use the prior of :func:`sample_nodule_features` (4-30 mm, all four densities);
-radiographs (:mod:`.cxr`) map its diameters onto 18-40 mm and draw solid or calcified nodules
+radiographs (:mod:`.cxr`) map its diameters onto 28-48 mm and draw solid or calcified nodules
 only, so that they show at 3 mm per pixel.
 """
 
