@@ -23,8 +23,9 @@ from medmtl.engine.inference import (
     MultiTaskPredictor,
     task_preprocessing,
 )
+from medmtl.engine.model_config import ModelConfig, resolve_model_config
 from medmtl.engine.routing import pseudonymous_id, route_datalist, route_folder
-from medmtl.errors import ConfigError, DatalistError
+from medmtl.errors import CheckpointError, ConfigError, DatalistError
 from medmtl.networks import MultiTaskNet
 from medmtl.tasks import get_task
 
@@ -49,12 +50,14 @@ def data(tiny: Path) -> Path:
 @pytest.fixture(scope="module")
 def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle root holding ``models/model.pt`` as train.json's key-metric CheckpointSaver writes it
-    (the network's state dict alone), from an untrained net: the tests check plumbing, not accuracy."""
+    (the network's state dict and the training configuration), from an untrained net: the tests
+    check plumbing, not accuracy."""
     root = tmp_path_factory.mktemp("bundle")
     (root / "models").mkdir()
     torch.manual_seed(0)
     net = MultiTaskNet(TASKS, sharing="hard", channels=CHANNELS, fpn_channels=FPN_CHANNELS)
-    torch.save(net.state_dict(), root / "models" / "model.pt")
+    config = ModelConfig(TASKS, "hard", CHANNELS, FPN_CHANNELS, OPTIONS)
+    torch.save({"model": net.state_dict(), "config": config.state_dict()}, root / "models" / "model.pt")
     return root
 
 
@@ -67,9 +70,6 @@ def workflow(bundle_root: Path, dataset_dir: Path, output_dir: Path, **overrides
         dataset_dir=str(dataset_dir),
         output_dir=str(output_dir),
         num_workers=0,
-        channels=CHANNELS,
-        fpn_channels=FPN_CHANNELS,
-        pipeline_options=OPTIONS,
         **overrides,
     )
     wf.initialize()
@@ -302,3 +302,34 @@ def test_infer_workflow_properties(data: Path, bundle_root: Path, tmp_path: Path
     assert len(wf.dataset) == len(json.loads((data / "datalist.json").read_text())["test"])
     assert tuple(wf.inferer.roi_size) == tuple(OPTIONS["ct_organ_seg"]["spatial_size"])
     assert not (tmp_path / "out").exists()  # building the workflow writes nothing
+
+
+def test_inference_reads_the_training_settings_from_the_checkpoint(bundle_root: Path, data: Path, tmp_path: Path) -> None:
+    wf = workflow(bundle_root, data, tmp_path / "out")
+    assert wf.parser.get_parsed_content("model_config")["channels"] == CHANNELS
+    assert tuple(wf.inferer.roi_size) == tuple(OPTIONS["ct_organ_seg"]["spatial_size"])
+    # an override that agrees is accepted, one that conflicts is refused before anything runs
+    workflow(bundle_root, data, tmp_path / "same", channels=CHANNELS, sharing="hard")
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+        workflow(bundle_root, data, tmp_path / "conflict", channels=[16, 32, 64, 128])
+    assert isinstance(err.value.__cause__, ConfigError)
+    assert "--channels [16, 32, 64, 128] but the model was trained with [8, 16, 32, 64]" in str(err.value.__cause__)
+    with pytest.raises(RuntimeError) as err:
+        workflow(bundle_root, data, tmp_path / "conflict2", pipeline_options={"cxr_findings": {"spatial_size": [128, 128]}})
+    assert "--pipeline_options" in str(err.value.__cause__) and "model.pt" in str(err.value.__cause__)
+
+
+def test_a_checkpoint_without_settings_needs_them_given(tmp_path: Path) -> None:
+    net = MultiTaskNet(["cxr_findings"], sharing="hard", channels=CHANNELS, fpn_channels=FPN_CHANNELS)
+    torch.save({"model": net.state_dict()}, tmp_path / "old.pt")
+    with pytest.raises(ConfigError, match="records no training configuration .*--sharing"):
+        resolve_model_config(tmp_path / "old.pt", channels=CHANNELS)
+    given = dict(tasks="cxr_findings", sharing="hard", channels=CHANNELS, fpn_channels=FPN_CHANNELS, pipeline_options={})
+    assert resolve_model_config(tmp_path / "old.pt", **given)["tasks"] == ["cxr_findings"]
+
+
+def test_resume_with_other_settings_is_refused() -> None:
+    saved = ModelConfig(TASKS, "hard", CHANNELS, FPN_CHANNELS, OPTIONS).state_dict()
+    ModelConfig(",".join(TASKS), "hard", tuple(CHANNELS), FPN_CHANNELS, OPTIONS).load_state_dict(saved)
+    with pytest.raises(CheckpointError, match="sharing: checkpoint 'hard', now 'soft'"):
+        ModelConfig(TASKS, "soft", CHANNELS, FPN_CHANNELS, OPTIONS).load_state_dict(saved)

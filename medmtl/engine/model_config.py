@@ -1,0 +1,119 @@
+"""The training settings that shape a model and its preprocessing, carried in its checkpoints.
+
+A model is only usable with the network layout it was trained with (tasks, sharing, widths) and
+the preprocessing it learned on (voxel spacing, patch and input sizes). The training bundle saves
+them in ``model.pt`` and in every resumable checkpoint under the key ``"config"``
+(:class:`ModelConfig` is a checkpointable object), so that:
+
+- inference and evaluation read them from the checkpoint (:func:`resolve_model_config`) instead of
+  asking the user to repeat them, and refuse an override that conflicts with them;
+- a resume whose settings differ from the checkpoint's is refused before training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medmtl.engine.checkpoint import load_checkpoint
+from medmtl.errors import CheckpointError, ConfigError
+from medmtl.tasks import get_task, resolve_tasks
+
+__all__ = ["CONFIG_KEY", "MODEL_CONFIG_KEYS", "ModelConfig", "patch_size", "resolve_model_config"]
+
+#: Key of the configuration in a checkpoint dict.
+CONFIG_KEY = "config"
+#: The settings a checkpoint records.
+MODEL_CONFIG_KEYS = ("tasks", "sharing", "channels", "fpn_channels", "pipeline_options")
+_VERSION = 1
+
+
+def _normalise(key: str, value: Any) -> Any:
+    """Plain JSON types (tuples become lists), task names as a list, for comparison and saving."""
+    if key == "tasks":
+        return [s.name for s in resolve_tasks(value)]
+    return json.loads(json.dumps(value))
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == "" or value == {} or value == []
+
+
+class ModelConfig:
+    """Checkpointable record of :data:`MODEL_CONFIG_KEYS` (``state_dict`` / ``load_state_dict``).
+
+    ``load_state_dict`` does not overwrite anything: it checks that the checkpoint was made with
+    the same settings and raises a :class:`~medmtl.errors.CheckpointError` naming each difference.
+    """
+
+    def __init__(
+        self,
+        tasks: str | Sequence[str],
+        sharing: str,
+        channels: Sequence[int],
+        fpn_channels: int,
+        pipeline_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        given = {"tasks": tasks, "sharing": sharing, "channels": channels, "fpn_channels": fpn_channels, "pipeline_options": pipeline_options or {}}
+        self.values = {k: _normalise(k, v) for k, v in given.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": _VERSION, **self.values}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        diff = {k: (state.get(k), v) for k, v in self.values.items() if state.get(k) != v}
+        if diff:
+            lines = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise CheckpointError(f"the checkpoint was trained with other settings ({lines}); resume with the checkpoint's settings or start a new run")
+
+
+def resolve_model_config(ckpt_path: str | Path, **given: Any) -> dict[str, Any]:
+    """The settings of the model in ``ckpt_path``, with the user's overrides checked against them.
+
+    Args:
+        ckpt_path: a checkpoint written by the training bundle (``models/model.pt``).
+        given: values of :data:`MODEL_CONFIG_KEYS` the user set; ``None``, ``""`` or empty means
+            "take it from the checkpoint".
+
+    Returns:
+        ``{key: value}`` for every key of :data:`MODEL_CONFIG_KEYS`.
+
+    Raises:
+        ConfigError: a given value differs from the checkpoint's (names the file, the key and
+            both values), a key is unknown, or the checkpoint has no configuration (saved before
+            checkpoints carried one) and a network setting is not given (the pipeline options
+            then default to the pipelines' own).
+        CheckpointError: the file cannot be read.
+    """
+    unknown = sorted(set(given) - set(MODEL_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown model settings {unknown}; the checkpoint records {list(MODEL_CONFIG_KEYS)}")
+    state = load_checkpoint(ckpt_path)
+    saved = state.get(CONFIG_KEY)
+    if saved is None:
+        # the preprocessing may be left at the pipelines' defaults; the network layout may not
+        missing = [k for k in MODEL_CONFIG_KEYS if k != "pipeline_options" and _unset(given.get(k))]
+        if missing:
+            raise ConfigError(
+                f"{ckpt_path}: the checkpoint records no training configuration (saved by an older medmtl); "
+                f"give the settings it was trained with: {', '.join('--' + k for k in missing)}"
+            )
+        return {k: _normalise(k, given.get(k) or {}) if k == "pipeline_options" else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
+    conflicts = {
+        k: (saved.get(k), _normalise(k, v)) for k, v in given.items() if not _unset(v) and _normalise(k, v) != saved.get(k)
+    }
+    if conflicts:
+        lines = "; ".join(f"--{k} {b!r} but the model was trained with {a!r}" for k, (a, b) in conflicts.items())
+        raise ConfigError(
+            f"{ckpt_path}: {lines}. The model only works with the settings it was trained with; "
+            "leave these unset to use the checkpoint's"
+        )
+    return {k: saved[k] for k in MODEL_CONFIG_KEYS}
+
+
+def patch_size(config: Mapping[str, Any], task: str) -> list[int]:
+    """The input size ``task`` was trained at: its ``spatial_size`` option, else the task's default."""
+    size = config["pipeline_options"].get(task, {}).get("spatial_size")
+    return list(size) if size else list(get_task(task).patch_size)
