@@ -24,7 +24,7 @@ from medmtl.engine.inference import (
     task_preprocessing,
 )
 from medmtl.engine.model_config import ModelConfig, resolve_model_config
-from medmtl.engine.routing import pseudonymous_id, route_datalist, route_folder
+from medmtl.engine.routing import pseudonymous_id, relative_id, route_datalist, route_folder
 from medmtl.errors import CheckpointError, ConfigError, DatalistError
 from medmtl.networks import MultiTaskNet
 from medmtl.tasks import get_task
@@ -184,13 +184,20 @@ def folder_run(bundle_root: Path, mixed_folder: tuple[Path, dict[Path, str]]) ->
     return out, run(bundle_root, root, out, datalist="")  # no datalist: scan the folder
 
 
+@pytest.fixture(scope="module")
+def pseudonymous_run(bundle_root: Path, mixed_folder: tuple[Path, dict[Path, str]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root, _ = mixed_folder
+    out = tmp_path_factory.mktemp("pseudonymous") / "predictions"
+    return out, run(bundle_root, root, out, datalist="", ids="pseudonymous")
+
+
 def test_folder_inference_routes_every_image(mixed_folder: tuple[Path, dict[Path, str]], folder_run: tuple[Path, dict]) -> None:
     root, expected = mixed_folder
     out, result = folder_run
     by_id = {i["id"]: i for i in result["items"]}
     assert len(result["items"]) == len(expected) == len(by_id)
     for path, task in expected.items():
-        item = by_id[pseudonymous_id(path)]
+        item = by_id[relative_id(path, root)]
         check_item(item, task)
         if task == "ct_organ_seg" and path.is_file():
             assert_nifti_geometry(out / item["mask"], path)
@@ -199,17 +206,22 @@ def test_folder_inference_routes_every_image(mixed_folder: tuple[Path, dict[Path
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
     ref = reader.Execute()
-    mask = sitk.ReadImage(str(out / by_id[pseudonymous_id(series)]["mask"]))
+    assert relative_id(series, root) == "volumes__series_f"  # the user's own folder names
+    mask = sitk.ReadImage(str(out / by_id[relative_id(series, root)]["mask"]))
     assert mask.GetSize() == ref.GetSize()
     for got, want in [(mask.GetOrigin(), ref.GetOrigin()), (mask.GetSpacing(), ref.GetSpacing()), (mask.GetDirection(), ref.GetDirection())]:
         np.testing.assert_allclose(got, want, atol=1e-3)
-    # the written masks would be routed as CT volumes by a scan that did not skip the output folder
-    assert len(route_folder(root, skip_dirs=[out])) == len(expected) < len(route_folder(root))
+    # the written masks are never routed as CT volumes: the output folder is skipped when named,
+    # and a later scan that does not name it skips it too (its predictions.json marks it)
+    assert len(route_folder(root, skip_dirs=[out])) == len(expected) == len(route_folder(root))
 
 
-def test_outputs_hold_no_patient_identifiers_or_paths(data: Path, mixed_folder: tuple[Path, dict[Path, str]], folder_run: tuple[Path, dict]) -> None:
+@pytest.mark.parametrize("ids", ["relative", "pseudonymous"])
+def test_outputs_hold_no_patient_identifiers_or_paths(ids: str, request: pytest.FixtureRequest, mixed_folder: tuple[Path, dict[Path, str]]) -> None:
     root, expected = mixed_folder
-    out, _ = folder_run
+    out, result = request.getfixturevalue("folder_run" if ids == "relative" else "pseudonymous_run")
+    if ids == "pseudonymous":
+        assert {i["id"] for i in result["items"]} == {pseudonymous_id(p) for p in expected}
     secrets = set()
     for path in expected:
         for f in sorted(path.iterdir()) if path.is_dir() else [path]:
@@ -217,7 +229,8 @@ def test_outputs_hold_no_patient_identifiers_or_paths(data: Path, mixed_folder: 
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
                 secrets |= {str(ds.PatientName), str(ds.PatientID)}
     assert secrets and all(len(s) >= 6 for s in secrets)  # the synthetic DICOMs carry fake identifiers
-    secrets |= {str(root), "chest_cxr", "series_f", "mammo_2020"}
+    # relative ids name the inputs in the user's terms, so only pseudonymous ones hide folder names
+    secrets |= {str(root)} | ({"chest_cxr", "series_f", "mammo_2020"} if ids == "pseudonymous" else set())
     for f in out.rglob("*"):
         if f.is_file():
             raw = f.read_bytes()
@@ -273,7 +286,16 @@ def test_datalist_routing(data: Path, tmp_path: Path) -> None:
     items = route_datalist(path)
     assert [i["task"] for i in items] == ["nodule_malignancy", "cxr_findings", "nodule_malignancy"]
     assert items[0]["center"] == [0.0, 0.0, 0.0] and items[0]["id"] == "n1"
-    assert items[1]["id"] == pseudonymous_id(data / "cxr" / "cxr_000.png") and "label" not in items[1]
+    assert items[1]["id"] == relative_id(data / "cxr" / "cxr_000.png", path.parent) and "label" not in items[1]
+    assert route_datalist(path, ids="pseudonymous")[1]["id"] == pseudonymous_id(data / "cxr" / "cxr_000.png")
+    with pytest.raises(ConfigError, match="ids must be one of"):
+        route_datalist(path, ids="hash")
+
+
+def test_relative_ids_are_file_name_safe_and_collisions_are_named(tmp_path: Path) -> None:
+    assert relative_id(tmp_path / "cxr" / "ward 3" / "a.png", tmp_path) == "cxr__ward_3__a.png"
+    assert relative_id(tmp_path / "p.nii.gz", tmp_path, [1.5, -2, 0]) == "p.nii.gz_at_1.5_-2_0"
+    assert relative_id("/elsewhere/x.png", tmp_path) == "x.png"
 
 
 @pytest.mark.parametrize("case", ["mg_001", "mg_002", "mg_003", "mg_008"])  # PNG / DICOM, left / right breasts

@@ -40,11 +40,20 @@ count cannot tell a 48-voxel patch at 1 mm from a 48-voxel CT at 8 mm.
 Anything else (another DICOM modality, an unsupported file type, an unreadable header) is a
 problem. With ``network_tasks`` given, an item whose task the network lacks is a problem too.
 
-**Ids**. An item is named by the datalist's ``id`` when it has one. Otherwise its id is
-pseudonymous: :func:`pseudonymous_id`, the first 16 hex digits of the SHA-256 of the resolved
-absolute path (as bytes, ``os.fsencode``), followed for a nodule centre by ``|`` and the centre as
-JSON. Ids are never taken from DICOM tags, so patient names and ids do not reach the outputs.
-Ids must be usable as file names (letters, digits, ``.``, ``_``, ``-``) and unique per task.
+**Ids**. An item is named by the datalist's ``id`` when it has one. Otherwise ``ids`` decides:
+
+- ``"relative"`` (default): :func:`relative_id`, the input's path relative to the scanned folder
+  (or to the datalist's folder), with ``/`` written ``__`` and any character that is not a
+  letter, digit, ``.``, ``_`` or ``-`` written ``_`` (``cxr/ward 3/a.png`` ->
+  ``cxr__ward_3__a.png``), followed for a nodule centre by ``_at_<x>_<y>_<z>``. A user can map
+  every output to its input without reading code.
+- ``"pseudonymous"``: :func:`pseudonymous_id`, the first 16 hex digits of the SHA-256 of the
+  resolved absolute path (as bytes, ``os.fsencode``), followed for a nodule centre by ``|`` and
+  the centre as JSON: for inputs whose file or folder names hold patient identifiers.
+
+Ids are never taken from DICOM tags, so patient names and ids do not reach the outputs.
+Ids must be usable as file names (letters, digits, ``.``, ``_``, ``-``) and unique per task: two
+paths that differ only in characters written ``_`` are a named error.
 """
 
 from __future__ import annotations
@@ -75,7 +84,9 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_ROUTES",
     "INPUT_KINDS",
+    "ID_SCHEMES",
     "pseudonymous_id",
+    "relative_id",
     "route_datalist",
     "route_folder",
     "route_inputs",
@@ -117,6 +128,29 @@ def pseudonymous_id(path: str | os.PathLike, center: Sequence[float] | None = No
     if center is not None:
         data += b"|" + json.dumps([float(c) for c in center]).encode()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+#: How items without a datalist ``id`` are named (see the module docstring).
+ID_SCHEMES = ("relative", "pseudonymous")
+
+
+def relative_id(path: str | os.PathLike, root: str | os.PathLike, center: Sequence[float] | None = None) -> str:
+    """A file-name-safe id from ``path`` relative to ``root`` (its name alone outside ``root``)."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = path.name
+    text = "__".join(re.sub(r"[^A-Za-z0-9._-]", "_", part) for part in rel.split("/"))
+    if center is not None:
+        text += "_at_" + "_".join(f"{float(c):g}" for c in center)
+    return text
+
+
+def _item_id(ids: str, path: Path, root: Path, center: Sequence[float] | None = None) -> str:
+    if ids not in ID_SCHEMES:
+        raise ConfigError(f"ids must be one of {list(ID_SCHEMES)}, got {ids!r}")
+    return relative_id(path, root, center) if ids == "relative" else pseudonymous_id(path, center)
 
 
 def _resolve_routes(routes: Mapping[str, str | Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
@@ -239,6 +273,17 @@ def _network_problems(items: Sequence[Mapping[str, Any]], network_tasks: Sequenc
     ]
 
 
+def _is_prediction_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``predictions.json`` that medmtl's inference wrote."""
+    manifest = folder / "predictions.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return str(json.loads(manifest.read_text()).get("schema", "")).startswith("medmtl.predictions/")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
 def _check_ids(items: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
     problems, seen = [], {}
     for i, it in enumerate(items):
@@ -259,6 +304,7 @@ def route_folder(
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     skip_dirs: Sequence[str | os.PathLike] = (),
     network_tasks: Sequence[str] | None = None,
+    ids: str = "relative",
 ) -> list[dict[str, Any]]:
     """Items for every image under ``folder`` (see the module docstring for the rules).
 
@@ -268,8 +314,10 @@ def route_folder(
         png_task: task of PNG / JPEG / 2D NIfTI files whose folder names say neither modality.
         patch_max_extent_mm: 3D NIfTI images at most this wide (largest side, mm) are nodule patches.
         exclude: ``fnmatch`` patterns of file names to skip (hidden files are always skipped).
-        skip_dirs: folders not to scan (e.g. the output folder when it lies inside ``folder``).
+        skip_dirs: folders not to scan (e.g. the output folder when it lies inside ``folder``);
+            folders holding a medmtl ``predictions.json`` (earlier runs' outputs) are never scanned.
         network_tasks: when given, items of other tasks are problems.
+        ids: ``relative`` or ``pseudonymous`` (see the module docstring).
 
     Returns:
         ``[{"id", "task", "image"}]`` in sorted path order, several items for an image routed to
@@ -282,6 +330,7 @@ def route_folder(
     root = Path(folder).resolve()
     if not root.is_dir():
         raise ConfigError(f"{folder}: input folder not found")
+    _item_id(ids, root, root)  # checks the scheme before scanning
     router = _Router(routes, png_task, patch_max_extent_mm)
     skipped = {Path(d).resolve() for d in skip_dirs}
     problems: list[tuple[str, str]] = []
@@ -289,6 +338,11 @@ def route_folder(
     ct_series: dict[Path, dict[str, list[Path]]] = {}  # folder -> series uid -> files
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
+        if here != root and _is_prediction_output(here):
+            # an earlier inference run's outputs (masks are NIfTI CT-like volumes): never inputs
+            logger.info("%s: skipped, it holds the outputs of an earlier medmtl inference run", here)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skipped)
         for name in sorted(filenames):
             if name.startswith(".") or any(fnmatch.fnmatch(name.lower(), p.lower()) for p in exclude):
@@ -317,7 +371,7 @@ def route_folder(
         except _HEADER_ERRORS as e:
             problems.append((str(path), _reason(e)))
             continue
-        items += [{"id": pseudonymous_id(path), "task": t, "image": str(path)} for t in tasks]
+        items += [{"id": _item_id(ids, path, root), "task": t, "image": str(path)} for t in tasks]
     problems += [(file, reason) for _, file, reason in _network_problems(items, network_tasks) + _check_ids(items)]
     if not items and not problems:
         problems.append((str(root), "holds no image (NIfTI, DICOM, PNG or JPEG)"))
@@ -336,6 +390,7 @@ def route_datalist(
     png_task: str | None = None,
     patch_max_extent_mm: float = 100.0,
     network_tasks: Sequence[str] | None = None,
+    ids: str = "relative",
 ) -> list[dict[str, Any]]:
     """Items of one datalist section; entries need ``image``, ``task`` is optional, labels are ignored.
 
@@ -346,6 +401,8 @@ def route_datalist(
         routes, png_task, patch_max_extent_mm: routing of entries without ``task`` (see
             :func:`route_folder`); an entry with ``center`` and no task is a ``ct_patch``.
         network_tasks: when given, entries of other tasks are problems.
+        ids: how entries without an ``id`` are named: ``relative`` (to ``base_dir``) or
+            ``pseudonymous`` (see the module docstring).
 
     Returns:
         ``[{"id", "task", "image", ["center", "laterality", "view"]}]`` in datalist order.
@@ -358,6 +415,7 @@ def route_datalist(
     path = Path(datalist)
     base = Path(base_dir) if base_dir is not None else path.parent
     router = _Router(routes, png_task, patch_max_extent_mm)
+    _item_id(ids, base, base)  # checks the scheme before reading
 
     def fail(reason: str) -> DatalistError:
         return DatalistError(str(path), [DatalistProblem(-1, str(path), reason)])
@@ -411,7 +469,7 @@ def route_datalist(
             problems += [DatalistProblem(i, file, r) for r in reasons]
             continue
         extra = {k: entry[k] for k in PASSTHROUGH_KEYS if entry.get(k) is not None}
-        item_id = str(entry["id"]) if entry.get("id") is not None else pseudonymous_id(image, center)
+        item_id = str(entry["id"]) if entry.get("id") is not None else _item_id(ids, image, base, center)
         for name in tasks:
             items.append({"id": item_id, "task": name, "image": str(image.resolve()), **extra})
             index_of.append(i)
