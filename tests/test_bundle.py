@@ -12,8 +12,11 @@ import torch
 from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
+from medmtl.engine.cases import key_metric_of_cases
 from medmtl.engine.components import check_output_dirs, ensure_dataset, flag, per_task, validation_loader
+from medmtl.engine.metrics import summary_key
 from medmtl.errors import ConfigError
+from medmtl.tasks import get_task
 
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
 MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
@@ -143,6 +146,34 @@ def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
     metrics = json.loads((trained / "eval" / "metrics_test.json").read_text())
     assert metrics["tasks"]["nodule_malignancy"]["accuracy"] >= 0.0
     assert "delta_m" not in metrics  # no baselines given
+    # the per-case records beside it give back every task's key metric
+    cases = json.loads((trained / "eval" / "cases_test.json").read_text())["tasks"]
+    for task, values in metrics["tasks"].items():
+        spec = get_task(task)
+        key = summary_key(spec, spec.key_metric)
+        assert key_metric_of_cases(spec, cases[task]) == pytest.approx(values[key], nan_ok=True), task
+    # model.pt carries the settings that shaped the network and its preprocessing
+    saved = torch.load(trained / "models" / "model.pt", weights_only=True)["config"]
+    assert saved["channels"] == SHRINK["channels"] and saved["pipeline_options"]["cxr_findings"]["spatial_size"] == [64, 64]
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_logs_losses_weights_metrics_and_params(tiny: Path, tmp_path: Path) -> None:
+    import mlflow  # the test extra installs it (setup.cfg: tracking)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tasks = "nodule_malignancy,cxr_findings"
+    check(bundle_run([TRAIN], {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(tiny), "tasks": tasks, "num_epochs": 2,
+                               "val_interval": 1, "tracking": "mlflow", "tracking_uri": uri, **SHRINK}))
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "monai_experiment"]
+    runs = client.search_runs(experiment.experiment_id)
+    metrics = {k for r in runs for k in r.data.metrics}
+    params = {k: v for r in runs for k, v in r.data.params.items()}
+    assert "train_loss" in metrics
+    for task in tasks.split(","):
+        assert {f"epoch_loss/{task}", f"epoch_weight/{task}"} <= metrics
+    assert "nodule_malignancy/auc" in metrics and "cxr_findings/auc_mean" in metrics
+    assert params["weighting"] == "equal" and params["num_epochs"] == "2" and "task_shares" in params
 
 
 @pytest.mark.slow

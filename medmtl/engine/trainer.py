@@ -28,6 +28,7 @@ Because it is an ignite engine built on ``monai.engines``, every MONAI handler w
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,9 +48,36 @@ from medmtl.weighting.base import no_reduce, task_gradients
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["MultiTaskTrainer", "NonFiniteLossError", "output_scalars"]
+__all__ = ["MultiTaskTrainer", "NonFiniteLossError", "StepOutput", "output_scalars"]
 
 logger = logging.getLogger(__name__)
+
+
+class StepOutput(list):
+    """One training step's output: a one-item list holding its dict, that also reads as the dict.
+
+    MONAI's engines hold decollated outputs, a list of per-sample dicts in which batch-level
+    values such as ``loss`` are repeated, and MONAI's handlers read them so: the MLflow settings
+    of ``monai.bundle run --tracking mlflow`` log ``from_engine(["loss"], first=True)``, which is
+    ``output[0]["loss"]`` for a list and a tuple for a plain dict. A step here has one output, so
+    ``engine.state.output`` is that one-item list, and ``output["loss"]``, ``output.get(...)``,
+    ``dict(output)`` read the dict itself.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__([dict(values)])
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return list.__getitem__(self, 0)[key] if isinstance(key, str) else list.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return list.__getitem__(self, 0).get(key, default)
+
+    def keys(self) -> Any:
+        return list.__getitem__(self, 0).keys()
+
+    def items(self) -> Any:
+        return list.__getitem__(self, 0).items()
 
 
 class NonFiniteLossError(MedMTLError):
@@ -112,6 +140,13 @@ class MultiTaskTrainer(Trainer):
             forward of every task: the same update for loss-only strategies (their objective is
             a sum over tasks), with only one task's activations in memory at a time. Not for
             strategies that compare tasks inside a step (``requires_all_tasks``).
+        params: run parameters for experiment trackers: an MLflow handler attached to this
+            trainer (``monai.bundle run ... --tracking mlflow``) logs them as MLflow params.
+
+    Besides ``engine.state.output`` (see :class:`StepOutput`), each step updates
+    ``engine.state.metrics`` with ``epoch_loss/<task>`` (this rank's mean loss of the task over
+    the epoch so far) and ``epoch_weight/<task>`` (its latest weight), which epoch-level handlers
+    (StatsHandler, TensorBoard, MLflow) log when the epoch completes.
     """
 
     def __init__(
@@ -134,6 +169,7 @@ class MultiTaskTrainer(Trainer):
         distributed: bool | None = None,
         grad_norm_interval: int = 0,
         accumulate_tasks: bool = False,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -194,6 +230,24 @@ class MultiTaskTrainer(Trainer):
         # per-task losses of this epoch's steps, for epoch-level strategies (DWA)
         self._epoch_losses: dict[str, list[float]] = defaultdict(list)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._end_epoch)
+        if params:
+            self._give_params_to_trackers(dict(params))
+
+    def _give_params_to_trackers(self, params: dict[str, Any]) -> None:
+        # MONAI's --tracking mlflow appends an MLFlowHandler to train#handlers with fixed settings
+        # (no experiment_param); it logs experiment_param when its run starts, so it is set here.
+        for handlers in self._event_handlers.values():
+            for handler, *_ in handlers:
+                owner = getattr(handler, "__self__", None)
+                if type(owner).__name__ == "MLFlowHandler" and not owner.experiment_param:
+                    owner.experiment_param = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in params.items()}
+
+    def _track_epoch(self, output: Mapping[str, Any]) -> None:
+        for task, values in self._epoch_losses.items():
+            if values:
+                self.state.metrics[f"epoch_loss/{task}"] = sum(values) / len(values)
+        for task, weight in output["weights"].items():
+            self.state.metrics[f"epoch_weight/{task}"] = float(weight)
 
     def _end_epoch(self, engine: Any) -> None:
         tasks = [s.name for s in self.tasks]
@@ -268,7 +322,7 @@ class MultiTaskTrainer(Trainer):
             plain.update({k: float(v.detach()) for k, v in losses.items()})
             if not self._check_finite(engine, losses):
                 self.optimizer.zero_grad(set_to_none=True)  # drop what earlier groups accumulated
-                return {"loss": float("nan"), "losses": plain, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True}
+                return StepOutput({"loss": float("nan"), "losses": plain, "weights": self.weighting.weights(), "penalty": 0.0, "skipped": True})
             due = {t: v for t, v in losses.items() if t in self._norms_due} if shared else {}
             if due:
                 grad_norms.update(self._task_grad_norms(due, shared, scale))
@@ -305,4 +359,5 @@ class MultiTaskTrainer(Trainer):
         output = {"loss": total, "losses": plain, "weights": dict(weights), "penalty": penalty_value}
         if grad_norms:
             output["grad_norms"] = grad_norms
-        return output
+        self._track_epoch(output)
+        return StepOutput(output)
