@@ -17,13 +17,13 @@ def cli_args(overrides: dict) -> list[str]:
     return [a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
 
 
-def bundle_run(configs: list[Path], overrides: dict, torchrun: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``configs`` (merged in order) with ``overrides`` in a subprocess, one OpenMP thread."""
+def bundle_run(configs: list[Path], overrides: dict, torchrun: int = 0, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``configs`` (merged in order) with ``overrides`` in a subprocess from ``cwd``, one OpenMP thread."""
     config = json.dumps([str(c) for c in configs]) if len(configs) > 1 else str(configs[0])
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [sys.executable]
     cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", config, *cli_args(overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 def check(result: subprocess.CompletedProcess) -> None:

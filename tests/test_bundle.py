@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medmtl.engine.cases import key_metric_of_cases
-from medmtl.engine.components import check_output_dirs, ensure_dataset, flag, per_task, validation_loader
+from medmtl.engine.components import check_output_dirs, default_bundle_root, ensure_dataset, flag, per_task, validation_loader
 from medmtl.engine.metrics import summary_key
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
@@ -155,6 +156,27 @@ def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
     # model.pt carries the settings that shaped the network and its preprocessing
     saved = torch.load(trained / "models" / "model.pt", weights_only=True)["config"]
     assert saved["channels"] == SHRINK["channels"] and saved["pipeline_options"]["cxr_findings"]["spatial_size"] == [64, 64]
+
+
+@pytest.mark.slow
+def test_the_bundle_runs_from_its_own_folder(tiny: Path, tmp_path: Path) -> None:
+    # a copy of the bundle folder, as model-zoo ships it, run from inside: outputs go to ./models, ./eval
+    bundle = tmp_path / "medmtl_multitask"
+    shutil.copytree(CONFIGS.parent, bundle, ignore=shutil.ignore_patterns("data", "models", "eval", "logs"))
+    result = bundle_run([Path("configs") / "train.json"], {"dataset_dir": str(tiny), "tasks": "nodule_malignancy", "num_epochs": 1,
+                                                           "val_interval": 1, **SHRINK}, cwd=bundle)
+    check(result)
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "eval" / "metrics.json").is_file()
+
+
+def test_bundle_root_is_found_from_the_bundle_and_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert default_bundle_root() == "bundles/medmtl_multitask"
+    monkeypatch.chdir(CONFIGS.parent)
+    assert default_bundle_root() == "."
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="pass --bundle_root DIR"):
+        default_bundle_root()
 
 
 @pytest.mark.slow

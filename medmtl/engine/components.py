@@ -44,6 +44,27 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: The bundle's folder relative to the repository root.
+REPO_BUNDLE = Path("bundles") / "medmtl_multitask"
+
+
+def default_bundle_root() -> str:
+    """The bundle's folder as seen from where the bundle is run: ``"."`` from the bundle's own
+    folder (as model-zoo bundles run), ``bundles/medmtl_multitask`` from the repository root.
+
+    Raises:
+        ConfigError: neither folder holds the bundle's ``configs/metadata.json``; names both and
+            how to pass ``--bundle_root``.
+    """
+    for root in (Path("."), REPO_BUNDLE):
+        if (root / "configs" / "metadata.json").is_file() and (root / "configs" / "train.json").is_file():
+            return str(root)
+    raise ConfigError(
+        f"cannot find the medmtl bundle from {Path.cwd()}: run from the bundle's folder or the repository root, "
+        "or pass --bundle_root DIR"
+    )
+
+
 def task_names(tasks: str | Sequence[str] | None) -> list[str]:
     """Task names from a comma-separated string or a list (``None``: every registered task)."""
     return [s.name for s in resolve_tasks(tasks)]

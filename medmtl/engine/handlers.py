@@ -132,7 +132,9 @@ class ProgressBar:
         from ignite.handlers import ProgressBar as IgniteProgressBar
 
         def loss_only(output: Any) -> dict[str, float]:
-            return {"loss": float(output["loss"])} if isinstance(output, dict) and "loss" in output else {}
+            # a plain dict, or the trainer's StepOutput (a one-item list that reads as its dict)
+            keys = output.keys() if hasattr(output, "keys") else ()
+            return {"loss": float(output["loss"])} if "loss" in keys else {}
 
         IgniteProgressBar(persist=self.persist).attach(engine, output_transform=loss_only)
 
