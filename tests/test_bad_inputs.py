@@ -285,3 +285,38 @@ def test_check_image_passes_good_data_unchanged() -> None:
         CheckImage(num_classes=4)(mask)
     with pytest.raises(ValueError, match="num_classes"):
         CheckImaged(("image", "label"), label_keys="label")
+
+
+def _nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, header: dict | None = None) -> str:
+    if header is None:
+        nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+        return str(path)
+    # degenerate geometry that nibabel's affine setters refuse, written into the header itself
+    hdr = nib.Nifti1Image(data, np.eye(4)).header.copy()
+    for key, (index, value) in header.items():
+        hdr[key][index] = value
+    nib.save(nib.Nifti1Image(data, None, header=hdr), path)
+    return str(path)
+
+
+def test_content_checks_refuse_what_cannot_be_hu_degenerate_geometry_and_flat_volumes(tiny: Path, tmp_path: Path) -> None:
+    ct = nib.load(tiny / "ct" / "ct_000.nii.gz")
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    mask = str(tiny / "ct" / "ct_000_seg.nii.gz")
+    cases = {
+        # (task, image, reason)
+        "normalised_ct": ("ct_organ_seg", _nifti(tmp_path / "norm.nii.gz", (hu - hu.min()) / (hu.max() - hu.min()), ct.affine), "not CT numbers in HU"),
+        "ct_without_intercept": ("ct_organ_seg", _nifti(tmp_path / "raw.nii.gz", (hu + 1024).astype(np.int16), ct.affine), "no voxel below -500"),
+        "zero_spacing": ("nodule_malignancy", _nifti(tmp_path / "flat.nii.gz", np.full((16, 16, 16), -800, np.int16), header={"srow_z": (2, 0.0), "pixdim": (3, 0.0)}), "has a zero"),
+        "one_slice_patch": ("nodule_malignancy", _nifti(tmp_path / "slice.nii.gz", np.full((24, 24, 1), -800, np.int16)), "at least 8 voxels along every axis"),
+        "nan_affine": ("nodule_malignancy", _nifti(tmp_path / "nanaff.nii.gz", np.full((16, 16, 16), -800, np.int16), header={"srow_x": (3, np.nan)}), "NaN or infinite"),
+    }
+    for case, (task, image, reason) in cases.items():
+        entry = {"image": image, "label": mask if task == "ct_organ_seg" else 0}
+        with pytest.raises(ImageLoadError) as info:
+            checked_pipeline(task, "eval")(entry)
+        assert reason in info.value.reason and info.value.file == image, (case, str(info.value))
+    # the correct-result side: the CT in HU and a soft-tissue nodule patch without air pass
+    checked_pipeline("ct_organ_seg", "eval")({"image": str(tiny / "ct" / "ct_000.nii.gz"), "label": mask})
+    soft = _nifti(tmp_path / "soft.nii.gz", np.full((16, 16, 16), 40, np.int16))
+    checked_pipeline("nodule_malignancy", "eval")({"image": soft, "label": 0})

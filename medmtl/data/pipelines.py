@@ -302,10 +302,14 @@ def modality_transforms(
     )
     build = {"ct": _ct, "cxr": _cxr, "mammo": _mammo}[modality]
     # content checks right after loading, before resampling could hide a misaligned mask
+    volumetric = MODALITIES[modality] == 3
     check = CheckImaged(
         keys.images,
         label_keys=keys.images[1:],
         num_classes=spec.num_classes if spec is not None and spec.label_is_image else None,
+        # the encoder halves a 3D input three times; fewer than 8 voxels along an axis is not a volume
+        min_size=8 if volumetric else None,
+        hounsfield=None if modality != "ct" else ("patch" if keys.kind == "classification" else "volume"),
     )
     pipeline = ModalityCompose([load, check, *build(keys, train, opts), *_finalize(keys)])
     if opts["seed"] is not None:

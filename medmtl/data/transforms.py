@@ -292,19 +292,42 @@ class CheckImage(Transform):
     normalisation and turns the loss NaN many steps later, and an out-of-range class breaks
     one-hot encoding deep inside the loss, far from the file that caused it.
 
+    Further checks, each a named error rather than a silently wrong result:
+
+    - the affine of a ``MetaTensor`` must be finite with a non-zero spacing on every axis (a NIfTI
+      with ``pixdim`` 0 or a NaN ``srow`` otherwise yields NaN geometry deep in MONAI);
+    - ``min_size``: every spatial axis holds at least this many voxels (a "3D" input with one
+      slice would be padded into a meaningless volume by the sliding window);
+    - ``hounsfield``: the intensities are CT numbers in HU: not all within [-1, 1] (a volume
+      or patch normalised to [0, 1] or [-1, 1]) and, for a volume (``hounsfield="volume"``),
+      below -500 somewhere (air around the body and in the lungs; a volume stored without its
+      rescale intercept has none). A nodule patch (``"patch"``) needs no air.
+
     Args:
         num_classes: the number of classes of a mask (``None``: an image, values not checked).
+        min_size: fewest voxels along every spatial axis (``None``: not checked).
+        hounsfield: ``None``, ``"volume"`` or ``"patch"`` (see above).
 
     Returns:
         The input, unchanged.
     """
 
-    def __init__(self, num_classes: int | None = None) -> None:
+    def __init__(self, num_classes: int | None = None, min_size: int | None = None, hounsfield: str | None = None) -> None:
+        if hounsfield not in (None, "volume", "patch"):
+            raise ValueError(f"hounsfield must be None, 'volume' or 'patch', got {hounsfield!r}")
         self.num_classes = num_classes
+        self.min_size = min_size
+        self.hounsfield = hounsfield
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """Check ``img`` (``(C, *spatial)``)."""
         name = _filename(img)
+        if isinstance(img, MetaTensor):
+            self._check_affine(name, img)
+        if self.min_size is not None and min(img.shape[1:]) < self.min_size:
+            raise ImageLoadError(
+                name, f"has size {tuple(img.shape[1:])}: a 3D task needs at least {self.min_size} voxels along every axis"
+            )
         data = torch.as_tensor(img)
         finite = torch.isfinite(data)
         if not bool(finite.all()):
@@ -319,7 +342,34 @@ class CheckImage(Transform):
                     f"mask values range over [{lo:g}, {hi:g}] but must be integer class indices "
                     f"in [0, {self.num_classes - 1}]",
                 )
+        if self.hounsfield is not None and data.numel():
+            self._check_hounsfield(name, float(data.min()), float(data.max()))
         return img
+
+    @staticmethod
+    def _check_affine(name: str, img: MetaTensor) -> None:
+        sd = img.ndim - 1
+        affine = np.asarray(to_affine_nd(sd, img.affine), dtype=np.float64)
+        if not np.isfinite(affine).all():
+            raise ImageLoadError(name, "its affine (voxel-to-world matrix) holds NaN or infinite values")
+        # column norms, not affine_to_spacing: that one reports a zero spacing as 1
+        spacing = np.linalg.norm(affine[:sd, :sd], axis=0)
+        if (spacing <= 1e-6).any():
+            raise ImageLoadError(name, f"voxel spacing {tuple(round(float(v), 6) for v in spacing)} has a zero: the header's geometry is degenerate")
+
+    def _check_hounsfield(self, name: str, lo: float, hi: float) -> None:
+        if lo >= -1 and hi <= 1:
+            raise ImageLoadError(
+                name,
+                f"intensities range over [{lo:g}, {hi:g}]: not CT numbers in HU (air -1000, water 0, bone > 300); "
+                "was the image normalised before it was saved?",
+            )
+        if self.hounsfield == "volume" and lo > -500:
+            raise ImageLoadError(
+                name,
+                f"no voxel below -500 (range [{lo:g}, {hi:g}]): a CT volume in HU holds air (about -1000) around the body "
+                "and in the lungs; was it saved without its rescale intercept (stored values 0-4095)?",
+            )
 
 
 class CheckImaged(MapTransform):
@@ -338,6 +388,8 @@ class CheckImaged(MapTransform):
         num_classes: classes of the masks (required with ``label_keys``).
         ref_key: the image the other keys must share a grid with (default: the first key).
         tolerance: allowed grid difference as a fraction of the smallest voxel spacing.
+        min_size: fewest voxels along every spatial axis of every key (see :class:`CheckImage`).
+        hounsfield: HU check of the non-mask keys: ``None``, ``"volume"`` or ``"patch"``.
     """
 
     def __init__(
@@ -348,6 +400,8 @@ class CheckImaged(MapTransform):
         ref_key: str | None = None,
         tolerance: float = 0.1,
         allow_missing_keys: bool = False,
+        min_size: int | None = None,
+        hounsfield: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_keys = set(ensure_tuple(label_keys))
@@ -355,8 +409,8 @@ class CheckImaged(MapTransform):
             raise ValueError("num_classes is required to check label_keys")
         self.ref_key = ref_key if ref_key is not None else self.keys[0]
         self.tolerance = float(tolerance)
-        self._image = CheckImage()
-        self._mask = CheckImage(num_classes)
+        self._image = CheckImage(min_size=min_size, hounsfield=hounsfield)
+        self._mask = CheckImage(num_classes, min_size=min_size)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
