@@ -94,6 +94,7 @@ def _msd_replica(root: Path, labels: dict[str, str], n: int = 4) -> Path:
     rng = np.random.default_rng(0)
     for i in range(n):
         hu = rng.normal(0, 20, (16, 16, 8)).astype(np.int16)
+        hu[:2] = -1000  # air beside the body, as any CT in HU has
         mask = np.zeros((16, 16, 8), np.uint8)
         mask[4 + i : 10, 5:11, 2:6] = 1
         write_nifti(task / "imagesTr" / f"spleen_{i}.nii.gz", hu, (0, 0, 0), (2.0, 2.0, 3.0))

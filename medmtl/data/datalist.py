@@ -70,6 +70,10 @@ def _read_size(path: Path) -> tuple[int, ...]:
         files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom_file(f)]
         if not files:
             raise ValueError("DICOM series folder holds no DICOM files")
+        from medmtl.data.dicom_series import check_series_geometry, largest_series
+
+        # every slice's geometry and pixel data, before anything is stacked or trained on
+        check_series_geometry(largest_series(files), path)
         return (*_dicom_size(files[0]), len(files))
     if name.endswith(_NIFTI_SUFFIXES):
         import nibabel as nib
@@ -96,10 +100,13 @@ def _dicom_size(path: Path) -> tuple[int, int]:
     if pixels is None:
         raise ValueError("DICOM file has no pixel data (7FE0,0010)")
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
-    if syntax in _NATIVE_SYNTAXES and getattr(pixels, "file_tell", None) is not None:
+    if syntax in _NATIVE_SYNTAXES:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * int(ds.get("BitsAllocated", 16)) // 8
-        available = path.stat().st_size - int(pixels.file_tell)
+        if getattr(pixels, "file_tell", None) is not None:  # deferred: what the file still holds
+            available = path.stat().st_size - int(pixels.file_tell)
+        else:  # small enough to have been read: what was read
+            available = len(pixels.value or b"")
         if available < needed:
             raise ValueError(f"DICOM file is truncated: pixel data needs {needed} bytes, the file holds at most {available}")
     return int(ds.Columns), int(ds.Rows)

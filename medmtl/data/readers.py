@@ -33,6 +33,7 @@ from monai.data import ImageReader
 from monai.data.utils import orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from medmtl.data.dicom_series import check_series_geometry, largest_series
 from medmtl.data.formats import DICOM_SUFFIXES, is_dicom_file
 
 __all__ = [
@@ -181,6 +182,12 @@ class SimpleITKDicomReader(ImageReader):
     def _read_one(self, path: Path) -> tuple[sitk.Image, dict[str, str]]:
         if path.is_dir():
             files = self._series_files(path)
+            # GDCM stacks whatever it is given (and silently drops a file it cannot read): refuse
+            # gaps, repeats, mixed orientations, tilt and broken slices among the folder's files
+            members = [Path(f) for f in files]
+            if self.series_uid is None:
+                members = largest_series([f for f in sorted(path.iterdir()) if f.is_file() and is_dicom_file(f)])
+            check_series_geometry(members, path)
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
             reader.MetaDataDictionaryArrayUpdateOn()
