@@ -95,7 +95,8 @@ def test_training_writes_checkpoints_logs_and_metrics(trained: Path) -> None:
     assert set(metrics["tasks"]) == {"ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"}
     assert "dice_mean" in metrics["tasks"]["ct_organ_seg"] and "map@0.1" in metrics["tasks"]["mammo_mass_det"]
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
-    assert any(k.startswith("trunk.") for k in state)
+    assert set(state) == {"model", "config"}  # the weights and the settings that shaped them
+    assert any(k.startswith("trunk.") for k in state["model"])
 
 
 @pytest.mark.slow

@@ -309,7 +309,10 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "| `weighting.equal` |" in md and "Headline settings" in md
     # paired comparisons on the test cases each row's evaluation recorded
     comparisons = {(c["setting"], c["reference"], c["task"]): c for c in results["comparisons"]}
-    for task in ALL_TASKS:
+    # tiny's test sections are small; a task with fewer than 2 test cases is left out
+    compared = {t for s, r, t in comparisons if (s, r) == ("weighting.pcgrad", "weighting.equal")}
+    assert {"nodule_malignancy", "cxr_findings"} <= compared
+    for task in sorted(compared):
         c = comparisons[("weighting.pcgrad", "weighting.equal", task)]
         assert c["verdict"] in VERDICTS and c["seeds"] == ["0"]
         assert c["diff"] == pytest.approx(c["a"] - c["b"]) or math.isnan(c["diff"])

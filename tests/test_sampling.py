@@ -115,9 +115,8 @@ def test_invalid_shares_are_named():
         MultiTaskBatchSampler(SIZES, shares={"a": 0})
     with pytest.raises(ConfigError, match="positive integers"):
         MultiTaskBatchSampler(SIZES, shares={"a": 1.5})
-    with pytest.raises(ConfigError, match="'all'"):
-        MultiTaskBatchSampler(SIZES, mode="all", shares={"a": 2})
-    MultiTaskBatchSampler(SIZES, mode="all", shares={"a": 1})  # equal shares are no change
+    # in all mode every step carries every task: shares do not apply (and do not stop the run)
+    assert MultiTaskBatchSampler(SIZES, mode="all", shares={"a": 2}).shares == (1, 1, 1)
 
 
 def test_state_records_the_shares():

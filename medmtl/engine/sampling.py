@@ -142,8 +142,8 @@ def resolve_shares(shares: Mapping[str, int] | None, tasks: Sequence[str], mode:
     """``{task: share}`` for every task of ``tasks``: the given positive integers, 1 where absent.
 
     Raises:
-        ConfigError: a share for a task not in ``tasks``, a share that is not a positive integer,
-            or unequal shares in ``all`` mode (which runs every task in every step).
+        ConfigError: a share for a task not in ``tasks`` or a share that is not a positive
+            integer. In ``all`` mode (every task in every step) every share is 1.
     """
     shares = dict(shares or {})
     unknown = sorted(set(shares) - set(tasks))
@@ -154,7 +154,10 @@ def resolve_shares(shares: Mapping[str, int] | None, tasks: Sequence[str], mode:
         raise ConfigError(f"task_shares must be positive integers (relative numbers of steps), got {bad}")
     resolved = {t: int(shares.get(t, 1)) for t in tasks}
     if mode == "all" and len(set(resolved.values())) > 1:
-        raise ConfigError(f"task_shares {shares} cannot apply to sampling mode 'all': every step carries every task")
+        # every step carries every task: there is no share to give (the bundle's default shares
+        # must not stop a --sampling all run)
+        logger.info("task_shares %s do not apply to sampling mode 'all' (every step carries every task)", resolved)
+        return {t: 1 for t in tasks}
     return resolved
 
 
