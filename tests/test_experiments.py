@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,9 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
         (root / "models" / "checkpoint_epoch=1.pt").write_bytes(b"")
         if root.name in broken:
             raise RuntimeError("boom")
+        deadline = time.process_time() + 0.02  # CPU the manifest must account for
+        while time.process_time() < deadline:
+            pass
         value = 0.6 if len(overrides["tasks"].split(",")) > 1 else 0.5
         if overrides["weighting"] == "pcgrad":
             value = 0.8
@@ -235,6 +239,8 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
         "monai.bundle run" in (row_dir(out, "sharing.soft") / "command.sh").read_text()
     )
     assert len(calls) == len(suite.rows) - 1
+    done = [e for e in manifest.rows.values() if e["status"] == "done"]
+    assert done and all(e["cpu_seconds"] >= 0.02 for e in done)
 
     broken.clear()
     calls.clear()
@@ -426,6 +432,7 @@ def test_learnability_table_reads_seeds_against_the_ceiling() -> None:
             "seed": seed,
             "section": "test",
             "seconds": 10.0 * (seed + 1),
+            "cpu_seconds": 8.0 * (seed + 1),
             "metrics": {"nodule_malignancy": {"auc": auc, "accuracy": 0.5}},
             "details": {"nodule_malignancy": {"auc": auc}},
         }
@@ -439,6 +446,7 @@ def test_learnability_table_reads_seeds_against_the_ceiling() -> None:
     assert row["ceiling"] == 0.95 and row["values"] == [0.8, 0.9, 1.0]
     assert row["stats"][0] == pytest.approx(0.9) and row["stats"][1] == pytest.approx(0.1)
     assert row["seconds"][0] == pytest.approx(20.0)
+    assert row["cpu_seconds"][0] == pytest.approx(16.0)
 
 
 @pytest.mark.slow
@@ -450,5 +458,7 @@ def test_rows_run_side_by_side_in_worker_processes(tmp_path):
     assert {n: manifest.rows[n]["status"] for n in only} == {n: "done" for n in only}
     for name in only:
         assert (tmp_path / "rows" / name / "eval" / "metrics_test.json").is_file()
+        # the worker's own CPU time, not the parent's (which only waits)
+        assert manifest.rows[name]["cpu_seconds"] > 1.0
     with pytest.raises(ConfigError, match="jobs=1"):
         run_suite(suite, tmp_path, only=only, jobs=2, execute=lambda *a: {})

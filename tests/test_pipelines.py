@@ -222,6 +222,27 @@ def test_nodule_patch_is_cut_around_a_world_centre(tmp_path: Path) -> None:
             np.testing.assert_allclose(bright.numpy(), [15.5] * 3, atol=1.0)
 
 
+def test_nodule_training_augmentation_keeps_the_nodule_size(tmp_path: Path) -> None:
+    """Malignancy grows with the diameter, so augmentation may turn and flip a nodule but not
+    rescale it: its volume in every training sample stays that of the eval patch."""
+    grid = np.stack(np.meshgrid(*[np.arange(48.0)] * 3, indexing="ij"), -1)
+    ball = np.linalg.norm(grid - 23.5, axis=-1) < 9.0
+    nib.save(nib.Nifti1Image(np.where(ball, 100, -1000).astype(np.int16), np.eye(4)), tmp_path / "n.nii.gz")
+    entry = {"image": str(tmp_path / "n.nii.gz"), "label": 1, "center": [23.5] * 3}
+
+    def volume(mode: str, seed: int) -> float:
+        out = modality_transforms("ct", mode, task=get_task("nodule_malignancy"), seed=seed)(dict(entry))
+        image = out["image"][0]
+        inside = float(image[13:19, 13:19, 13:19].mean())  # rotation turns about the patch centre
+        return float((image > 0.5 * inside).sum())  # half-maximum: the intensity augmentation cancels
+
+    reference = volume("eval", 0)
+    assert reference == pytest.approx(4 / 3 * np.pi * 9.0**3, rel=0.05)
+    volumes = np.array([volume("train", seed) for seed in range(12)])
+    # a 10 % scale changes the volume by 27-33 %; rotation and interpolation by about 1 %
+    np.testing.assert_allclose(volumes, reference, rtol=0.04)
+
+
 def test_nodule_patch_without_centre_is_padded_and_border_centres_pad_with_air(
     tmp_path: Path,
 ) -> None:

@@ -378,11 +378,12 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
                 RandFlipd("image", prob=p, spatial_axis=1),
                 RandFlipd("image", prob=p, spatial_axis=2),
                 RandRotate90d("image", prob=p, spatial_axes=(0, 1)),
+                # rotation only, no scaling: malignancy risk grows with the diameter (Brock,
+                # Lung-RADS; the generator's rule too), so a rescaled nodule carries a wrong label
                 RandAffined(
                     "image",
                     prob=p,
                     rotate_range=(0.26,) * 3,
-                    scale_range=(0.1,) * 3,
                     padding_mode="zeros",
                 ),
                 *_intensity_augment("image", p, noise_std=0.01),

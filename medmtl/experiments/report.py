@@ -70,6 +70,7 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
             if row.needs_best and manifest.best
             else row.sampling,
             "seconds": entry.get("seconds"),
+            "cpu_seconds": entry.get("cpu_seconds"),
             "params_total": entry.get("params", {}).get("total"),
             "params_trainable": entry.get("params", {}).get("trainable"),
             "section": sections[row.name],
@@ -221,7 +222,8 @@ def learnability(records: Sequence[Mapping[str, Any]], ceilings: Mapping[str, An
     Returns:
         One dict per task: ``task``, ``key``, ``section``, ``seeds``, ``values`` (per seed),
         ``stats`` (mean, std), ``details`` (``{key: (mean, std)}`` per organ / finding),
-        ``ceiling`` (of the section reported, or ``None``) and ``seconds`` (mean, std).
+        ``ceiling`` (of the section reported, or ``None``), ``seconds`` (wall) and
+        ``cpu_seconds`` (mean, std; ``None`` for rows recorded before CPU time was).
     """
     out = []
     for task in ALL_TASKS:
@@ -244,6 +246,7 @@ def learnability(records: Sequence[Mapping[str, Any]], ceilings: Mapping[str, An
                 },
                 "ceiling": ceiling,
                 "seconds": _mean_std([r["seconds"] for r in rows]),
+                "cpu_seconds": _mean_std([r.get("cpu_seconds") for r in rows]),
             }
         )
     return out
@@ -256,8 +259,8 @@ def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
         "Ceiling: the best score any model could reach given the label noise (`synthetic.json`).",
         "",
-        "| task | key metric | section | seeds | mean ± std | per seed | ceiling | per class (mean ± std) | time s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | key metric | section | seeds | mean ± std | per seed | ceiling | per class (mean ± std) | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         details = ", ".join(f"{k.split('/', 1)[1]} {_fmt_pm(v)}" for k, v in t["details"].items()) or "—"
@@ -274,6 +277,7 @@ def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
                     _fmt(t["ceiling"]),
                     details,
                     _fmt_pm(t["seconds"], 0),
+                    _fmt_pm(t["cpu_seconds"], 0),
                 ]
             )
             + " |"
