@@ -19,6 +19,7 @@ from monai.bundle import ConfigWorkflow
 from medmtl.data.pipelines import modality_transforms
 from medmtl.engine.inference import (
     SCHEMA,
+    STAGING_PREFIX,
     BoxesToStoredGridd,
     MultiTaskPredictor,
     task_preprocessing,
@@ -147,6 +148,45 @@ def test_refuses_to_overwrite_then_overwrites_when_told(data: Path, bundle_root:
     result = run(bundle_root, data, out, datalist=str(out.parent / "one.json"), overwrite=True)
     assert [i["id"] for i in result["items"]] == ["ct_002"]
     assert (out / "ct_organ_seg" / "ct_002_seg.nii.gz").stat().st_mtime_ns > stamps[out / "ct_organ_seg" / "ct_002_seg.nii.gz"]
+
+
+def test_outputs_are_one_set_a_failed_run_changes_nothing(
+    data: Path, bundle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run fails after its CT mask was written: the earlier run's set stays byte for byte (a
+    killed run's staging folder is cleared too); an overwriting run leaves exactly its own set."""
+    out = tmp_path / "pred"
+    first = run(bundle_root, data, out, datalist="datalist.json")
+    assert any("mask" in i for i in first["items"])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    killed = out / f"{STAGING_PREFIX}dead"  # what a SIGKILLed run leaves behind
+    (killed / "ct_organ_seg").mkdir(parents=True)
+    (killed / "ct_organ_seg" / "ct_002_seg.nii.gz").write_bytes(b"half")
+
+    predict, seen = MultiTaskPredictor._predict_item, []
+
+    def fail_third(self: MultiTaskPredictor, engine: Any, item: dict) -> dict:
+        seen.append(item["task"])
+        if len(seen) == 3:
+            raise OSError("no space left on device")
+        return predict(self, engine, item)
+
+    monkeypatch.setattr(MultiTaskPredictor, "_predict_item", fail_third)
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+        workflow(bundle_root, data, out, datalist="datalist.json", overwrite=True).run()
+    assert "no space left" in str(err.value.__cause__)
+    assert "ct_organ_seg" in seen[:2]  # the failed run had staged a mask
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(out.glob(f"{STAGING_PREFIX}*"))
+
+    monkeypatch.setattr(MultiTaskPredictor, "_predict_item", predict)
+    entries = json.loads((data / "datalist.json").read_text())["test"]
+    no_ct = {"test": [{**e, "image": str(data / e["image"])} for e in entries if e["task"] == "cxr_findings"]}
+    (tmp_path / "no_ct.json").write_text(json.dumps(no_ct))
+    result = run(bundle_root, data, out, datalist=str(tmp_path / "no_ct.json"), overwrite=True)
+    # the earlier run's mask is not this run's output: removed, so the folder is one set
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["predictions.json"]
+    assert {i["task"] for i in result["items"]} == {"cxr_findings"}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ Outputs, in ``output_dir``:
   input's grid with ``monai.transforms.Invertd``, so its shape and affine equal the input's (a
   DICOM series input gets the NIfTI equivalent of its geometry: RAS affine in the file, the same
   origin / direction / spacing as the series when read by SimpleITK).
-- ``predictions.json``, written atomically when the run completes::
+- ``predictions.json``, the run's manifest, written when the run completes::
 
     {
       "schema": "medmtl.predictions/1",
@@ -39,12 +39,22 @@ Outputs, in ``output_dir``:
   boxes), sorted by score; mask paths are relative to ``output_dir``. Items are identified only
   by their id (see :mod:`medmtl.engine.routing`): no file paths or DICOM patient tags are written.
   ``docs/inference_schema.md`` of the bundle documents the schema for users.
+
+A run's outputs form one set. Masks are written to a hidden staging folder inside ``output_dir``
+(``.medmtl-partial-<random>``) and moved into place only when every item has been predicted,
+``predictions.json`` last, so the folder holds either the earlier run's complete set or this
+one's, never a mix: a run that fails leaves the earlier set untouched (its staging folder is
+removed; one left by a killed process is removed by the next run), and with ``overwrite`` the
+masks the earlier ``predictions.json`` listed that this run does not write are deleted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
+import shutil
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -79,6 +89,7 @@ __all__ = [
     "BOX_FRAME",
     "PREDICTIONS_FILE",
     "SCHEMA",
+    "STAGING_PREFIX",
     "BoxesToStoredGridd",
     "MultiTaskPredictor",
     "TaskDispatchd",
@@ -98,6 +109,8 @@ BOX_FRAME = (
 )
 # per-box companion keys of the detection outputs (filtered with their boxes)
 _PER_BOX_KEYS = ("labels", "labels_scores")
+#: Prefix of the hidden folder a run stages its outputs in (see the module docstring).
+STAGING_PREFIX = ".medmtl-partial-"
 
 
 def mask_path(output_dir: str | os.PathLike, task: str, item_id: str) -> Path:
@@ -319,15 +332,29 @@ class MultiTaskPredictor(Evaluator):
             output_ext=".nii.gz", output_dtype=np.uint8, resample=False, separate_folder=False, print_log=False, writer="NibabelWriter"
         )
         self.records: list[dict[str, Any]] = []
+        self._staging = self.output_dir / f"{STAGING_PREFIX}unset"  # set by run()
         self.add_event_handler(Events.STARTED, lambda _: self.records.clear())
         self.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: self.records.extend(engine.state.output))
         self.add_event_handler(Events.COMPLETED, lambda _: self.write_predictions())
 
     def run(self, global_epoch: int = 1) -> None:  # type: ignore[override]
-        """Check the planned outputs, then predict every item (``predictions.json`` at the end)."""
+        """Check the planned outputs, predict every item into a staging folder, then move the set in."""
         items = getattr(getattr(self.data_loader, "dataset", None), "data", None)
         check_outputs(items if items is not None else [], self.output_dir, self.overwrite)
-        super().run(global_epoch)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"output_dir {self.output_dir}: cannot be created ({e.strerror or e})") from None
+        for stale in self.output_dir.glob(f"{STAGING_PREFIX}*"):
+            logger.warning("%s: removing the partial outputs of an interrupted earlier run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        self._staging = self.output_dir / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+        self._staging.mkdir()
+        try:
+            super().run(global_epoch)
+        finally:
+            # after a failure the earlier run's set stays as it was; after success this is empty
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def _iteration(self, engine: Any, batchdata: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         self.network.eval()
@@ -353,8 +380,12 @@ class MultiTaskPredictor(Evaluator):
         data = self.task_postprocessing[spec.name](data)
         if spec.kind == "segmentation":
             data["mask"] = mask_path(self.output_dir, spec.name, data["id"])
-            self._save_mask(data["pred"], data["mask"])
+            self._save_mask(data["pred"], self._staged(data["mask"]))
         return self._record(spec, data)
+
+    def _staged(self, path: Path) -> Path:
+        """Where the output ``path`` waits until the run completes."""
+        return self._staging / path.relative_to(self.output_dir)
 
     def _record(self, spec: TaskSpec, data: Mapping[str, Any]) -> dict[str, Any]:
         """The ``predictions.json`` item of one postprocessed prediction (see the module docstring)."""
@@ -375,21 +406,39 @@ class MultiTaskPredictor(Evaluator):
         return record
 
     def _save_mask(self, mask: torch.Tensor, path: Path) -> None:
-        """Write ``mask`` (``(1, *spatial)`` with meta) through a temporary file, never over another run's."""
-        if path.exists() and not self.overwrite:
-            raise ConfigError(f"{path}: exists; pass --overwrite true to replace it")
+        """Write ``mask`` (``(1, *spatial)`` with meta) to the staging path ``path``."""
+        if path.exists():  # two items with one id would silently share a mask
+            raise ConfigError(f"{path.name}: two inputs map to the same output; their ids must differ")
         path.parent.mkdir(parents=True, exist_ok=True)
-        stem = path.parent / f".{path.name[: -len('.nii.gz')]}.tmp"
-        self._saver(mask, filename=stem)
-        os.replace(f"{stem}.nii.gz", path)
+        self._saver(mask, filename=str(path)[: -len(".nii.gz")])
 
     def write_predictions(self) -> Path:
-        """Write the records collected so far to ``output_dir/predictions.json`` (atomically)."""
+        """Move this run's outputs into ``output_dir`` as one set, ``predictions.json`` last."""
         tasks = {}
         for name in dict.fromkeys(r["task"] for r in self.records):
             spec = get_task(name)
             tasks[name] = {"kind": spec.kind, "class_names": list(spec.class_names)}
         payload = {"schema": SCHEMA, "box_mode": "xyxy", "coordinate_frame": BOX_FRAME, "tasks": tasks, "items": self.records}
-        path = write_json_atomic(self.output_dir / PREDICTIONS_FILE, payload)
+        manifest = self.output_dir / PREDICTIONS_FILE
+        written = {r["mask"] for r in self.records if "mask" in r}
+        earlier = _listed_masks(manifest) - written if self.overwrite else set()
+        for rel in sorted(written):
+            target = self.output_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._staged(target), target)
+        for rel in sorted(earlier):  # the earlier set's masks this run does not replace
+            (self.output_dir / rel).unlink(missing_ok=True)
+        path = write_json_atomic(manifest, payload)
         logger.info("wrote %d predictions to %s", len(self.records), path)
         return path
+
+
+def _listed_masks(manifest: Path) -> set[str]:
+    """The mask paths an earlier ``predictions.json`` lists (relative, inside its folder only)."""
+    try:
+        items = json.loads(manifest.read_text()).get("items", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    masks = {str(it["mask"]) for it in items if isinstance(it, dict) and isinstance(it.get("mask"), str)}
+    # never follow a path out of the folder, whatever the file says
+    return {m for m in masks if not Path(m).is_absolute() and ".." not in Path(m).parts}
