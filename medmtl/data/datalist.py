@@ -46,7 +46,8 @@ _DEFER_BYTES = 4096
 def read_image_size(path: str | Path) -> tuple[int, ...]:
     """Spatial size of an image from its header only, in MONAI's array order.
 
-    2D images give ``(width, height)`` (x = column first, as MONAI loads them); NIfTI gives
+    2D images give ``(width, height)`` (x = column first, as MONAI loads them; PNG / JPEG as a
+    viewer shows them, after their EXIF orientation); NIfTI gives
     its whole header shape (a 4th value counts frames or components); a DICOM file gives
     ``(columns, rows)`` and a DICOM series folder ``(columns, rows, number_of_files)``.
 
@@ -82,8 +83,11 @@ def _read_size(path: Path) -> tuple[int, ...]:
     if name.endswith(_RASTER_SUFFIXES):
         from PIL import Image
 
+        from medmtl.data.presentation import displayed_size
+
         with Image.open(path) as im:
-            return tuple(int(s) for s in im.size)
+            # as loaded: an EXIF orientation that transposes swaps width and height
+            return tuple(int(s) for s in displayed_size(im))
     return _dicom_size(path)
 
 

@@ -35,12 +35,14 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from medmtl.data.dicom_series import check_series_geometry, largest_series
 from medmtl.data.formats import DICOM_SUFFIXES, is_dicom_file
+from medmtl.data.presentation import VOI_LUT_KEY, DicomPresentation, dicom_presentation, mirror_constant
 
 __all__ = [
     "DICOM_SUFFIXES",
     "DICOM_TAGS",
     "NIFTI_SUFFIXES",
     "PIL_SUFFIXES",
+    "VOI_LUT_KEY",
     "VOI_WINDOW_KEY",
     "SimpleITKDicomReader",
     "dicom_tag",
@@ -62,6 +64,7 @@ DICOM_TAGS: dict[str, str] = {
     "PixelRepresentation": "0028|0103",
     "WindowCenter": "0028|1050",
     "WindowWidth": "0028|1051",
+    "VOILUTFunction": "0028|1056",
     "RescaleIntercept": "0028|1052",
     "RescaleSlope": "0028|1053",
 }
@@ -115,7 +118,14 @@ class SimpleITKDicomReader(ImageReader):
     ``original_channel_dim`` (``nan``; ``-1`` for RGB pixels), ``spacing``, ``space``, the tags of
     :data:`DICOM_TAGS` present in the file (first file of a series) as ``"gggg|eeee"`` keys, and
     ``voi_window``: the first VOI window ``(center, width)`` of the file mapped into the value space
-    of the returned array, when the file has one.
+    of the returned array, when the file has one, and ``voi_lut`` (a
+    :class:`~medmtl.data.presentation.VoiLut` as a dict) when it has a VOI LUT Sequence.
+
+    A single file is shown as a viewer shows it (:mod:`medmtl.data.presentation`): an ``INVERSE``
+    presentation is mirrored like ``MONOCHROME1``, a Modality LUT Sequence is applied, padding
+    pixels are blanked, the 2D spacing follows ``PixelSpacing`` / ``ImagerPixelSpacing`` /
+    ``PixelAspectRatio``, and what cannot be shown faithfully raises
+    :class:`~medmtl.errors.ImageLoadError`. A series folder is read as GDCM returns it.
 
     Args:
         spatial_dims: ``3`` always returns a volume (a single 2D file becomes ``(x, y, 1)``);
@@ -179,7 +189,8 @@ class SimpleITKDicomReader(ImageReader):
             )
         return series[uid]
 
-    def _read_one(self, path: Path) -> tuple[sitk.Image, dict[str, str]]:
+    def _read_one(self, path: Path) -> tuple[sitk.Image, dict[str, str], DicomPresentation | None]:
+        presentation = None
         if path.is_dir():
             files = self._series_files(path)
             # GDCM stacks whatever it is given (and silently drops a file it cannot read): refuse
@@ -202,6 +213,8 @@ class SimpleITKDicomReader(ImageReader):
                 # refuse, so that ``LoadImage(reader=SimpleITKDicomReader())`` falls back to its
                 # default readers (nibabel for NIfTI, PIL for PNG) instead of SimpleITK reading them
                 raise ValueError(f"{path} is not a DICOM file")
+            # the header first: a file that cannot be shown as a viewer does is refused before decoding
+            presentation = dicom_presentation(path, self.spatial_dims)
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
             image = reader.Execute()
@@ -210,7 +223,7 @@ class SimpleITKDicomReader(ImageReader):
                 for k in DICOM_TAGS.values()
                 if image.HasMetaDataKey(k)
             }
-        return image, {k: v.strip() for k, v in tags.items()}
+        return image, {k: v.strip() for k, v in tags.items()}, presentation
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         """The array (``[x, y(, z)](, c)``) and meta dict of what :meth:`read` returned.
@@ -218,7 +231,7 @@ class SimpleITKDicomReader(ImageReader):
         Several images are stacked on a new first (channel) axis.
         """
         items = img if isinstance(img, list) else [img]
-        arrays, metas = zip(*(self._get_one(image, tags) for image, tags in items))
+        arrays, metas = zip(*(self._get_one(*item) for item in items))
         if len(arrays) == 1:
             return arrays[0], metas[0]
         if len({a.shape for a in arrays}) > 1:
@@ -230,7 +243,7 @@ class SimpleITKDicomReader(ImageReader):
         return np.stack(arrays, axis=0), meta
 
     def _get_one(
-        self, image: sitk.Image, tags: dict[str, str]
+        self, image: sitk.Image, tags: dict[str, str], presentation: DicomPresentation | None = None
     ) -> tuple[np.ndarray, dict]:
         # sitk arrays are indexed [z, y, x(, c)]; reverse the spatial axes to [x, y, z] like ITKReader
         array = sitk.GetArrayFromImage(image)
@@ -244,6 +257,8 @@ class SimpleITKDicomReader(ImageReader):
             image.GetDimension(), -1
         )
         origin = np.asarray(image.GetOrigin(), dtype=np.float64)
+        if presentation is not None:
+            array = presentation.apply(array)
 
         n_slices = array.shape[2] if image.GetDimension() == 3 else 1
         dims = self.spatial_dims or (2 if n_slices == 1 else 3)
@@ -257,6 +272,9 @@ class SimpleITKDicomReader(ImageReader):
             spacing, origin = np.append(spacing, 1.0), np.append(origin, 0.0)
             direction = np.pad(direction, ((0, 1), (0, 1)))
             direction[2, 2] = 1.0
+        if dims == 2 and presentation is not None and presentation.spacing_xy is not None:
+            # GDCM picks PixelSpacing or ImagerPixelSpacing by SOP class and ignores PixelAspectRatio
+            spacing = np.asarray(presentation.spacing_xy, dtype=np.float64)
 
         affine = np.eye(dims + 1)
         affine[:dims, :dims] = direction @ np.diag(spacing)
@@ -279,9 +297,11 @@ class SimpleITKDicomReader(ImageReader):
             SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
         )
         meta["spacing"] = spacing
-        window = _voi_window(tags)
+        window = _voi_window(tags, presentation)
         if window is not None:
             meta[VOI_WINDOW_KEY] = window
+        if presentation is not None and presentation.voi_lut is not None:
+            meta[VOI_LUT_KEY] = presentation.voi_lut.as_meta()
         return np.ascontiguousarray(array), meta
 
 
@@ -292,25 +312,32 @@ def _first_float(value: str) -> float | None:
         return None
 
 
-def _voi_window(tags: dict[str, str]) -> tuple[float, float] | None:
-    """The first linear VOI window of the file, in the value space of the array GDCM returns.
+def _voi_window(tags: dict[str, str], presentation: DicomPresentation | None = None) -> tuple[float, float] | None:
+    """The first VOI window of the file, in the value space of the array returned.
 
-    The window tags are defined on the modality values of the *stored* pixels. For ``MONOCHROME1``
-    GDCM returns ``(2**BitsStored - 1 - stored) * slope + intercept`` (checked on pydicom's CR test
-    files), i.e. ``K - modality_value`` with ``K = (2**BitsStored - 1) * slope + 2 * intercept``, so
-    the window centre mirrors to ``K - center`` and the width is unchanged.
+    The window tags are defined on the modality values. Where the array holds ``K - modality value``
+    (``MONOCHROME1``, inverted by GDCM, or an ``INVERSE`` presentation; ``K`` from
+    :func:`~medmtl.data.presentation.mirror_constant`, checked on pydicom's CR test files and on
+    generated signed files) the centre mirrors to ``K - center`` and the width is unchanged. A
+    single file's :class:`~medmtl.data.presentation.DicomPresentation` knows ``K``; for a series
+    it follows from the tags of its first file.
     """
     center = _first_float(tags.get(DICOM_TAGS["WindowCenter"], ""))
     width = _first_float(tags.get(DICOM_TAGS["WindowWidth"], ""))
     if center is None or width is None or width <= 0:
         return None
-    if tags.get(DICOM_TAGS["PhotometricInterpretation"], "") == "MONOCHROME1":
+    if presentation is not None:
+        mirror = presentation.mirror
+    elif tags.get(DICOM_TAGS["PhotometricInterpretation"], "") == "MONOCHROME1":
         bits = _first_float(tags.get(DICOM_TAGS["BitsStored"], ""))
-        signed = tags.get(DICOM_TAGS["PixelRepresentation"], "0") not in ("0", "")
-        if bits is None or signed:
-            # the mirror for signed MONOCHROME1 pixels is not pinned down by a test file: no window
+        if bits is None:
             return None
+        signed = tags.get(DICOM_TAGS["PixelRepresentation"], "0") not in ("0", "")
         slope = _first_float(tags.get(DICOM_TAGS["RescaleSlope"], "1")) or 1.0
         intercept = _first_float(tags.get(DICOM_TAGS["RescaleIntercept"], "0")) or 0.0
-        center = (2**bits - 1) * slope + 2 * intercept - center
+        mirror = mirror_constant(int(bits), signed, slope, intercept)
+    else:
+        mirror = None
+    if mirror is not None:
+        center = mirror - center
     return center, width

@@ -3,9 +3,10 @@
 Only what MONAI does not ship lives here:
 
 * :class:`LoadMedicalImage` / :class:`LoadMedicalImaged` pick the reader from the file type
-  (SimpleITK for DICOM files and series folders, nibabel for NIfTI, PIL for PNG / JPEG), turn any
-  reader failure into :class:`~medmtl.errors.ImageLoadError` naming the file, check the DICOM
-  ``Modality`` tag and reduce RGB images to one channel.
+  (SimpleITK for DICOM files and series folders, nibabel for NIfTI, PIL for PNG / JPEG), load 2D
+  images as a viewer shows them (:mod:`medmtl.data.presentation`), turn any reader failure into
+  :class:`~medmtl.errors.ImageLoadError` naming the file, check the DICOM ``Modality`` tag and
+  reduce RGB images to one channel.
 * :class:`CheckImage` / :class:`CheckImaged`: refuse non-finite voxels, masks whose values are not
   class indices and masks on another grid than their image, naming the file.
 * :class:`ScaleIntensityByVOI` / :class:`ScaleIntensityByVOId`: the DICOM VOI window when the file
@@ -52,9 +53,11 @@ from monai.transforms import (
     SpatialCrop,
     Transform,
 )
-from monai.utils import ensure_tuple
+from monai.utils import convert_to_dst_type, ensure_tuple
 
+from medmtl.data.presentation import VoiLut, apply_window, pil_as_viewed
 from medmtl.data.readers import (
+    VOI_LUT_KEY,
     VOI_WINDOW_KEY,
     SimpleITKDicomReader,
     dicom_tag,
@@ -111,7 +114,8 @@ class LoadMedicalImage(Transform):
 
     The reader is chosen from the file type (:func:`~medmtl.data.readers.image_format`) rather
     than by MONAI's try-every-reader loop, so that a corrupt DICOM file reports the DICOM error and
-    a NIfTI file is never read by SimpleITK.
+    a NIfTI file is never read by SimpleITK. A DICOM file, PNG or JPEG is loaded as a viewer shows
+    it, or refused (:mod:`medmtl.data.presentation`).
 
     Args:
         spatial_dims: expected number of spatial dims (``None``: any). Trailing singleton spatial
@@ -161,7 +165,8 @@ class LoadMedicalImage(Transform):
         self._readers = {
             "dicom": SimpleITKDicomReader(spatial_dims=spatial_dims),
             "nifti": NibabelReader(),
-            "pil": PILReader(),
+            # EXIF orientation, palettes, 1-bit, CMYK; transparency refused
+            "pil": PILReader(converter=pil_as_viewed),
         }
 
     def __call__(self, filename: PathLike) -> MetaTensor:
@@ -455,12 +460,14 @@ def _spacing(img: MetaTensor) -> tuple[float, ...]:
 
 
 class ScaleIntensityByVOI(Transform):
-    """Scale intensities to ``[0, 1]`` with the image's DICOM VOI window, or with percentiles.
+    """Scale intensities to ``[0, 1]`` with the image's DICOM VOI, or with percentiles.
 
-    A window ``(center, width)`` under meta key ``voi_window`` (written by
-    :class:`~medmtl.data.readers.SimpleITKDicomReader`) is applied with the DICOM linear VOI function
-    (PS3.3 C.11.2.1.2.1), clipped to ``[0, 1]``. Without it (PNG, NIfTI, DICOM without window, or
-    ``use_voi=False``) the ``lower`` / ``upper`` percentiles are mapped to 0 / 1 with clipping.
+    The VOI written by :class:`~medmtl.data.readers.SimpleITKDicomReader`: a VOI LUT (meta key
+    ``voi_lut``, applied with pydicom's ``apply_voi``), else a window ``(center, width)`` (meta key
+    ``voi_window``) with the file's ``VOILUTFunction`` (``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``,
+    PS3.3 C.11.2.1.2 / C.11.2.1.3, pydicom's ``apply_windowing``). Without one (PNG, NIfTI, DICOM
+    without VOI, or ``use_voi=False``) the ``lower`` / ``upper`` percentiles are mapped to 0 / 1 with
+    clipping. The ``voi_lut`` meta key is removed either way (a table per image does not collate).
 
     Args:
         lower: lower percentile (0-100).
@@ -477,19 +484,22 @@ class ScaleIntensityByVOI(Transform):
         )
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        window = (
-            img.meta.get(VOI_WINDOW_KEY)
-            if self.use_voi and isinstance(img, MetaTensor)
-            else None
-        )
-        if window is None:
-            return self._percentiles(img)
-        center, width = (float(v) for v in window)
-        if width <= 1:
-            return (img > center - 0.5).to(
-                img.dtype
-            )  # the standard's rule for width 1: a threshold
-        return torch.clamp((img - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        lut = meta.get(VOI_LUT_KEY) if self.use_voi else None
+        window = meta.get(VOI_WINDOW_KEY) if self.use_voi else None
+        if lut is not None:
+            shown = VoiLut.from_meta(lut)(img.detach().cpu().numpy())
+            out = convert_to_dst_type(shown, img, dtype=img.dtype)[0]
+        elif window is not None:
+            center, width = (float(v) for v in window)
+            function = dicom_tag(meta, "VOILUTFunction") or "LINEAR"
+            shown = apply_window(img.detach().cpu().numpy(), center, width, function)
+            out = convert_to_dst_type(shown, img, dtype=img.dtype)[0]
+        else:
+            out = self._percentiles(img)
+        if isinstance(out, MetaTensor) and VOI_LUT_KEY in out.meta:
+            out.meta = {k: v for k, v in out.meta.items() if k != VOI_LUT_KEY}
+        return out
 
 
 class ScaleIntensityByVOId(MapTransform):
@@ -715,14 +725,40 @@ class OrientBreastd(MapTransform):
         return d
 
 
-def fit_inside(shape: Sequence[int], size: Sequence[int], zoom: float = 1.0) -> tuple[int, ...]:
+def fit_inside(
+    shape: Sequence[int], size: Sequence[int], zoom: float = 1.0, spacing: Sequence[float] | None = None
+) -> tuple[int, ...]:
     """The shape of ``shape`` scaled by ``zoom * min(size / shape)``: the largest shape of the same
     aspect that fits inside ``size`` (``zoom <= 1`` makes it smaller). Rounded, at least 1, never
-    above ``size``."""
+    above ``size``.
+
+    With ``spacing`` (per axis) the aspect is the physical one: ``shape`` is first taken in units
+    of the smallest spacing, so non-square pixels come out square.
+    """
     if len(shape) != len(size):
         raise ValueError(f"shape {tuple(shape)} and size {tuple(size)} differ in length")
-    scale = min(int(s) / max(int(n), 1) for s, n in zip(size, shape)) * float(zoom)
-    return tuple(min(int(s), max(1, int(round(int(n) * scale)))) for n, s in zip(shape, size))
+    extent = [float(max(int(n), 1)) for n in shape]
+    if spacing is not None and _non_square(spacing):
+        extent = [n * float(d) / min(float(v) for v in spacing) for n, d in zip(extent, spacing)]
+    scale = min(int(s) / n for s, n in zip(size, extent)) * float(zoom)
+    return tuple(min(int(s), max(1, int(round(n * scale)))) for n, s in zip(extent, size))
+
+
+def _non_square(spacing: Sequence[float]) -> bool:
+    values = [float(v) for v in spacing]
+    return max(values) > min(values) * (1 + 1e-6)
+
+
+def _pixel_spacing(img: torch.Tensor) -> tuple[float, ...] | None:
+    """The spacing of ``img``'s (pending) grid, ``None`` for a plain tensor."""
+    if not isinstance(img, MetaTensor):
+        return None
+    sd = img.ndim - 1
+    affine = to_affine_nd(sd, img.peek_pending_affine()).double().cpu().numpy()
+    # column norms: the spacing along each array axis
+    spacing = np.linalg.norm(affine[:sd, :sd], axis=0)
+    # a degenerate affine (CheckImage refuses it when placed before) gives no aspect to keep
+    return tuple(float(v) for v in spacing) if np.isfinite(spacing).all() and (spacing > 1e-12).all() else None
 
 
 class ResizeToFit(Resize):
@@ -733,6 +769,10 @@ class ResizeToFit(Resize):
     exactly ``spatial_size``. Unlike ``Resize(size_mode="longest")`` followed by a pad-or-crop,
     nothing is cropped whatever the image's aspect. The resize is MONAI's (affine tracked,
     invertible through ``Resize.inverse``).
+
+    The aspect kept is the physical one (the spacing of the image's affine): an image with
+    non-square pixels (DICOM ``PixelSpacing`` / ``ImagerPixelSpacing`` / ``PixelAspectRatio``)
+    comes out with square pixels, as a viewer shows it; PNG / JPEG have unit spacing.
 
     ``spatial_size`` is in the image's array order (MONAI: 2D ``(x, y)`` = (columns, rows) of the
     stored image). For 2D images the size is checked against the image it is applied to: when more
@@ -761,19 +801,20 @@ class ResizeToFit(Resize):
             raise ValueError(f"zoom must be in (0, 1] (a larger one would crop), got {zoom}")
         shape = img.peek_pending_shape() if isinstance(img, MetaTensor) else img.shape[1:]
         shape = tuple(int(n) for n in shape)
-        self._check_order(img, shape)
+        spacing = _pixel_spacing(img)
+        self._check_order(img, shape, spacing)
         # Resize reads its target size from this attribute; it is per call like the state that
         # MONAI's random transforms keep between randomize() and the call
-        self.spatial_size = fit_inside(shape, self.fit_size, zoom)
+        self.spatial_size = fit_inside(shape, self.fit_size, zoom, spacing)
         return super().__call__(img, **kwargs)
 
-    def _check_order(self, img: torch.Tensor, shape: tuple[int, ...]) -> None:
+    def _check_order(self, img: torch.Tensor, shape: tuple[int, ...], spacing: Sequence[float] | None = None) -> None:
         if self._warned or len(shape) != 2 or len(self.fit_size) != 2:
             return
         area = float(np.prod(self.fit_size))
-        fill = float(np.prod(fit_inside(shape, self.fit_size))) / area
+        fill = float(np.prod(fit_inside(shape, self.fit_size, spacing=spacing))) / area
         flipped = self.fit_size[::-1]
-        fill_t = float(np.prod(fit_inside(shape, flipped))) / area
+        fill_t = float(np.prod(fit_inside(shape, flipped, spacing=spacing))) / area
         if fill < 0.5 and fill_t >= 1.5 * fill:
             self._warned = True
             logger.warning(
