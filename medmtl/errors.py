@@ -17,6 +17,7 @@ __all__ = [
     "ImageLoadError",
     "CheckpointError",
     "ConfigError",
+    "ExportError",
 ]
 
 
@@ -68,3 +69,7 @@ class CheckpointError(MedMTLError):
 
 class ConfigError(MedMTLError):
     """A configuration value (task name, strategy, sharing mode, freeze policy ...) is invalid."""
+
+
+class ExportError(MedMTLError):
+    """An exported model (TorchScript / ONNX) does not reproduce the eager model's outputs."""

@@ -99,5 +99,5 @@ def test_a_regular_series_passes_in_slice_order_whatever_the_file_order(tmp_path
     oblique = series(tmp_path / "oblique", [(0.0, -s * k * STEP, c * k * STEP) for k in range(SLICES)],
                      orientation={k: (1.0, 0.0, 0.0, 0.0, c, s) for k in range(SLICES)})
     assert check_series_geometry(sorted(oblique.iterdir())).increment_mm == pytest.approx(STEP, abs=1e-3)  # 4-decimal tags
-    image, _ = SimpleITKDicomReader(spatial_dims=3).read(folder)
+    image = SimpleITKDicomReader(spatial_dims=3).read(folder)[0]  # (image, tags, presentation)
     assert image.GetSize() == (16, 16, SLICES)

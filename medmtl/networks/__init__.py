@@ -9,6 +9,8 @@
 * :mod:`~medmtl.networks.transfer`: :func:`apply_freeze`, :func:`load_pretrained`.
 * :mod:`~medmtl.networks.accounting`: parameter counts per component and vs single-task nets.
 * :mod:`~medmtl.networks.summary`: ``python -m medmtl.networks.summary`` prints them and the 2D cost.
+* :mod:`~medmtl.networks.export`: per-task TorchScript / ONNX exports checked against eager
+  (``python -m medmtl.networks.export``).
 * :mod:`~medmtl.networks.benchmark`: :func:`benchmark_encoder_2d`.
 """
 

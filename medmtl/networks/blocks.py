@@ -3,7 +3,8 @@
 Every block here stores 3D parameters and dispatches on the input's rank at call time:
 (B, C, H, W, D) (MONAI's channel-first layout) runs the 3D operator, (B, C, H, W) runs the 2D
 operator on parameters derived from the 3D ones, so a 2D pass costs what a plain 2D network of
-the same widths costs.
+the same widths costs. Every block is scriptable with ``torch.jit.script`` (see
+:mod:`medmtl.networks.export`).
 
 * :class:`DimsConv` keeps a (k x k x k) kernel; for 2D inputs it sums the kernel over its depth
   axis and calls ``conv2d``. Summing is exact for a depth-constant volume: ``conv3d`` of an image
@@ -39,9 +40,12 @@ def spatial_dims_of(x: torch.Tensor) -> int:
     Raises:
         ValueError: for any other rank.
     """
-    if x.ndim not in (4, 5):
-        raise ValueError(f"expected a (B, C, H, W) or (B, C, H, W, D) tensor, got shape {tuple(x.shape)}")
-    return x.ndim - 2
+    if x.dim() != 4 and x.dim() != 5:
+        if torch.jit.is_scripting():  # TorchScript has no f-strings
+            raise ValueError("expected a (B, C, H, W) or (B, C, H, W, D) tensor, got shape " + str(x.shape))
+        else:
+            raise ValueError(f"expected a (B, C, H, W) or (B, C, H, W, D) tensor, got shape {tuple(x.shape)}")
+    return x.dim() - 2
 
 
 class DimsConv(nn.Module):

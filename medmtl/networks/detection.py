@@ -66,8 +66,11 @@ class PyramidFPN(nn.Module):
             spatial_dims, [int(encoder_channels[i]) for i in self.levels], self.out_channels
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.fpn(OrderedDict((f"level{i}", features[i]) for i in self.levels))
+    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        selected: dict[str, torch.Tensor] = OrderedDict()
+        for i in self.levels:
+            selected["level" + str(i)] = features[i]
+        return self.fpn(selected)
 
 
 class RetinaNetHead(RetinaNet):
@@ -121,6 +124,19 @@ class RetinaNetHead(RetinaNet):
         )
         self.base_anchor_shapes = anchor_shapes
         self.feature_map_scales = tuple(2 ** (lv - levels[0]) for lv in levels)
+
+    def forward(self, features: list[torch.Tensor]) -> Any:  # type: ignore[override]
+        """Pyramid -> head maps: the dict of the class docstring, or with MONAI's ``use_list_output``
+        the list of ``L`` classification then ``L`` box-regression maps.
+
+        ``RetinaNet.forward`` does the same but is typed for an image input, which TorchScript enforces.
+        """
+        maps = list(self.feature_extractor(features).values())
+        cls_maps = self.classification_head(maps)
+        box_maps = self.regression_head(maps)
+        if self.use_list_output:
+            return cls_maps + box_maps
+        return {self.cls_key: cls_maps, self.box_reg_key: box_maps}
 
     def make_anchor_generator(self) -> AnchorGeneratorWithAnchorShape:
         """A new anchor generator matching this head's levels and number of anchors."""

@@ -99,6 +99,9 @@ class SharedEncoder(nn.Module):
             raise ValueError(f"num_stages must be in [1, {len(self.channels)}], got {num_stages}")
         self.stages = self.build_stages(0, n)
 
+    # properties TorchScript must not compile (it compiles every property by default)
+    __jit_unused_properties__ = ["size_divisible", "out_channels"]
+
     @property
     def size_divisible(self) -> int:
         """Total stride of the full pyramid: input sizes divisible by it give exact level sizes."""

@@ -71,10 +71,12 @@ class SegmentationDecoder(nn.Module):
             self.fuse.append(Convolution(spatial_dims, 2 * chans[i], chans[i], kernel_size=3, norm=norm, act=act))
         self.out = Convolution(spatial_dims, chans[0], num_classes, kernel_size=1, conv_only=True)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for up, fuse, skip in zip(self.ups, self.fuse, reversed(features[:-1])):
-            x = fuse(torch.cat([up(x), skip], dim=1))
+        # level len - 2 - i is the skip of up-step i (``reversed`` is not TorchScript)
+        top = len(features) - 2
+        for i, (up, fuse) in enumerate(zip(self.ups, self.fuse)):
+            x = fuse(torch.cat([up(x), features[top - i]], dim=1))
         return self.out(x)
 
 
@@ -121,7 +123,7 @@ class ClassificationHead(nn.Module):
             nn.Linear(hidden_channels, num_classes),
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         # over the flattened spatial axes: rank-agnostic global pooling
         flat = features[-1].flatten(2)
         return self.mlp(torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1))

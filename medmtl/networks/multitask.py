@@ -98,11 +98,15 @@ class MultiTaskNet(nn.Module):
     ):
         super().__init__()
         specs = resolve_task_specs(tasks)
-        self.task_specs: dict[str, TaskSpec] = {s.name: s for s in specs}
+        self.task_specs = {s.name: s for s in specs}
         if default_task is not None and default_task not in self.task_specs:
             raise ConfigError(f"default_task {default_task!r} is not one of the tasks {list(self.task_specs)}")
         self.default_task = default_task
         self.sharing = sharing
+        # plain-typed copies of the task specs for the TorchScript forward (``_forward_scripted``)
+        self._task_names = list(self.task_specs)
+        self._task_dims = {s.name: s.spatial_dims for s in specs}
+        self._dense_tasks = [s.name for s in specs if s.kind == "segmentation"]
         encoder_kwargs = {
             "in_channels": in_channels,
             "channels": tuple(channels),
@@ -123,11 +127,19 @@ class MultiTaskNet(nn.Module):
                 for s in specs
             }
         )
+        self._size_divisible: int = self.trunk.size_divisible
         # plain dict, not ModuleDict: a detector wraps a view of this net, registering it as a
         # child here would make the module graph cyclic
-        self._detectors: dict[str, TaskDetector] = {}
-        #: modules frozen by ``apply_freeze``; they stay in eval mode (see :meth:`train`)
-        self.frozen_modules: list[nn.Module] = []
+        self._detectors = {}
+        self.frozen_modules = []
+
+    # annotated here, not in ``__init__``: TorchScript warns about annotated empty containers there
+    _detectors: dict[str, TaskDetector]
+    #: modules frozen by ``apply_freeze``; they stay in eval mode (see :meth:`train`)
+    frozen_modules: list[nn.Module]
+    # what TorchScript must not compile: Python-only attributes and properties
+    __jit_ignored_attributes__ = ["_detectors", "frozen_modules"]
+    __jit_unused_properties__ = ["tasks", "size_divisible"]
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -154,7 +166,16 @@ class MultiTaskNet(nn.Module):
         """Run task ``task`` (may be omitted for a single-task net) on ``x`` (B, C, *spatial).
 
         Only the trunk parts used by ``task`` and head ``task`` take part in the graph.
+        ``torch.jit.script(net)`` compiles this (``net(x, task)`` then runs any task, raising a plain
+        ``Error`` for a bad task or input); see :mod:`medmtl.networks.export` for per-task exports.
         """
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x, task)
+        else:
+            return self._forward_eager(x, task)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor, task: str | None = None) -> Any:
         spec = self._task(task)
         dims = spatial_dims_of(x)
         if dims != spec.spatial_dims:
@@ -166,6 +187,34 @@ class MultiTaskNet(nn.Module):
                 f"divisible by it)"
             )
         return self.heads[spec.name](self.trunk(x, spec.name))
+
+    def _forward_scripted(self, x: torch.Tensor, task: str | None) -> Any:
+        """:meth:`forward` in TorchScript: the same checks (plain messages, no ``ConfigError``)."""
+        name = task
+        if name is None:
+            name = self.default_task
+        if name is None:
+            if len(self._task_names) != 1:
+                raise ValueError("this network has several tasks: name the task to run")
+            name = self._task_names[0]
+        if name not in self._task_dims:
+            raise ValueError("task " + name + " is not one of this network's tasks")
+        dims = spatial_dims_of(x)
+        if dims != self._task_dims[name]:
+            raise ValueError("task " + name + " is " + str(self._task_dims[name]) + "D but got a " + str(dims) + "D input")
+        if name in self._dense_tasks:
+            for size in x.shape[2:]:
+                if size % self._size_divisible != 0:
+                    raise ValueError(
+                        "task " + name + ": spatial size " + str(x.shape[2:]) + " must be divisible by "
+                        + str(self._size_divisible)
+                    )
+        features = self.trunk(x, name)
+        # a loop rather than ``self.heads[name]``: TorchScript indexes a ModuleDict by literals only
+        for head_name, head in self.heads.items():
+            if head_name == name:
+                return head(features)
+        raise ValueError("no head for task " + name)
 
     def task_view(self, task: str) -> TaskView:
         """A module running only ``task`` (for inferers, ``verify_net_in_out`` and detectors)."""

@@ -114,7 +114,11 @@ class SoftSharing(SharingTrunk):
         self.encoders = nn.ModuleDict({t: first if i == 0 else copy.deepcopy(first) for i, t in enumerate(self.tasks)})
 
     def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
-        return self.encoders[task](x)
+        # a loop rather than ``self.encoders[task]``: TorchScript indexes a ModuleDict by literals only
+        for name, encoder in self.encoders.items():
+            if name == task:
+                return encoder(x)
+        raise KeyError("unknown task " + task)
 
     def stage_modules(self, index: int) -> list[nn.Module]:
         return [enc.stages[index] for enc in self.encoders.values()]
@@ -164,13 +168,15 @@ class CrossStitch(nn.Module):
         init = torch.full((num_tasks, num_tasks), off) + torch.eye(num_tasks) * (diag - off)
         self.alpha = nn.Parameter(init[..., None].repeat(1, 1, channels if per_channel else 1))
 
-    def forward(self, features: Sequence[torch.Tensor], rows: Sequence[int] | None = None) -> list[torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], rows: list[int] | None = None) -> list[torch.Tensor]:
         """Mix ``features`` (one per branch); ``rows`` selects the outputs to compute (default all)."""
         x = torch.stack(list(features))  # (T, B, C, *spatial)
-        alpha = self.alpha if rows is None else self.alpha[list(rows)]
+        alpha = self.alpha
+        if rows is not None:
+            alpha = alpha[torch.tensor(rows, dtype=torch.long, device=alpha.device)]
         alpha = alpha.expand(-1, -1, x.shape[2])
         mixed = torch.einsum("tsc,sbcn->tbcn", alpha, x.flatten(3))
-        return list(mixed.reshape(mixed.shape[0], *x.shape[1:]).unbind(0))
+        return list(mixed.reshape([mixed.shape[0]] + list(x.shape[1:])).unbind(0))
 
 
 class MixedSharing(SharingTrunk):
@@ -209,14 +215,28 @@ class MixedSharing(SharingTrunk):
 
     def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
         features = self.shared(x)
-        row = self.tasks.index(task)
+        row = -1
+        for i, name in enumerate(self.tasks):
+            if name == task:
+                row = i
+        if row < 0:
+            raise KeyError("unknown task " + task)
         hidden = [features[-1]] * len(self.tasks)
         last = len(self.cross_stitch) - 1
         for j, stitch in enumerate(self.cross_stitch):
-            outs = [self.branches[t][j](h) for t, h in zip(self.tasks, hidden)]
+            # stage j of every branch, in task order; nested loops because TorchScript indexes
+            # ModuleDict / ModuleList by literals only
+            outs: list[torch.Tensor] = []
+            for i, branch in enumerate(self.branches.values()):
+                for k, stage in enumerate(branch):
+                    if k == j:
+                        outs.append(stage(hidden[i]))
             # every branch's mixed output feeds the next stage; at the last only task's row is used
-            hidden = stitch(outs, rows=[row] if j == last else None)
-            features.append(hidden[0] if j == last else hidden[row])
+            if j == last:
+                features.append(stitch(outs, [row])[0])
+            else:
+                hidden = stitch(outs, None)
+                features.append(hidden[row])
         return features
 
     def stage_modules(self, index: int) -> list[nn.Module]:
