@@ -243,6 +243,20 @@ def test_nodule_training_augmentation_keeps_the_nodule_size(tmp_path: Path) -> N
     np.testing.assert_allclose(volumes, reference, rtol=0.04)
 
 
+def test_nodule_training_augmentation_keeps_the_density(tmp_path: Path) -> None:
+    """Density (solid 35 HU vs calcified 420 HU) decides malignancy as much as size: training
+    samples keep the windowed value of the nodule's core up to the noise."""
+    grid = np.stack(np.meshgrid(*[np.arange(48.0)] * 3, indexing="ij"), -1)
+    ball = np.linalg.norm(grid - 23.5, axis=-1) < 9.0
+    nib.save(nib.Nifti1Image(np.where(ball, 35, -1000).astype(np.int16), np.eye(4)), tmp_path / "n.nii.gz")
+    entry = {"image": str(tmp_path / "n.nii.gz"), "label": 1, "center": [23.5] * 3}
+    cores = [
+        float(modality_transforms("ct", "train", task="nodule_malignancy", seed=s)(dict(entry))["image"][0, 13:19, 13:19, 13:19].mean())
+        for s in range(12)
+    ]
+    np.testing.assert_allclose(cores, 1035 / 1400, atol=0.01)  # (35 + 1000) / 1400 on the (-1000, 400) window
+
+
 def test_nodule_patch_without_centre_is_padded_and_border_centres_pad_with_air(
     tmp_path: Path,
 ) -> None:

@@ -386,7 +386,9 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
                     rotate_range=(0.26,) * 3,
                     padding_mode="zeros",
                 ),
-                *_intensity_augment("image", p, noise_std=0.01),
+                # noise only: density (ground-glass, solid, calcified) is read from calibrated HU,
+                # and a +-10 % scale or +-0.05 shift made solid (0.74) and calcified (1.0) overlap
+                RandGaussianNoised("image", prob=p, std=0.01),
             ]
         return xforms
 
