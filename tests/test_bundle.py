@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from medmtl.engine.cases import key_metric_of_cases
 from medmtl.engine.components import check_output_dirs, default_bundle_root, ensure_dataset, flag, per_task, validation_loader
 from medmtl.engine.metrics import summary_key
-from medmtl.errors import ConfigError
+from medmtl.errors import CheckpointError, ConfigError
 from medmtl.tasks import get_task
 
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
@@ -78,6 +78,21 @@ def test_verify_net_in_out_per_task(task: str, n: int) -> None:
            "_meta_#network_data_format#inputs#image": fmt["inputs"][f"image{suffix}"],
            "_meta_#network_data_format#outputs#pred": fmt["outputs"][f"pred{suffix}"]},
     )
+
+
+def test_model_zoo_verify_data_shape_on_inference_json(tmp_path: Path) -> None:
+    """model-zoo's ``verify_data_shape``: ``verify_net_in_out`` on ``inference.json`` with the
+    metadata as shipped (n=1), in a bundle folder that holds no trained weights yet."""
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(tmp_path / "configs" / "metadata.json"),
+        config_file=str(tmp_path / "configs" / "inference.json"), bundle_root=str(tmp_path),
+    )
+    # the weights are still required to run: a named error, not a deep traceback
+    workflow = ConfigWorkflow(config_file=str(tmp_path / "configs" / "inference.json"), workflow_type="infer", bundle_root=str(tmp_path))
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+        workflow.parser.get_parsed_content("network")
+    assert isinstance(err.value.__cause__, CheckpointError) and "model.pt" in str(err.value.__cause__)
 
 
 def test_train_workflow_properties(tiny: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ them in ``model.pt`` and in every resumable checkpoint under the key ``"config"`
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from medmtl.engine.checkpoint import load_checkpoint
 from medmtl.errors import CheckpointError, ConfigError
 from medmtl.tasks import get_task, resolve_tasks
 
-__all__ = ["CONFIG_KEY", "MODEL_CONFIG_KEYS", "ModelConfig", "patch_size", "resolve_model_config"]
+__all__ = ["CONFIG_KEY", "MODEL_CONFIG_KEYS", "ModelConfig", "patch_size", "resolve_model_config", "training_defaults"]
+
+logger = logging.getLogger(__name__)
 
 #: Key of the configuration in a checkpoint dict.
 CONFIG_KEY = "config"
@@ -69,11 +72,27 @@ class ModelConfig:
             raise CheckpointError(f"the checkpoint was trained with other settings ({lines}); resume with the checkpoint's settings or start a new run")
 
 
-def resolve_model_config(ckpt_path: str | Path, **given: Any) -> dict[str, Any]:
+def training_defaults(config_file: str | Path) -> dict[str, Any]:
+    """The values of :data:`MODEL_CONFIG_KEYS` a training config (the bundle's ``train.json``) sets."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    try:
+        parser.read_config(str(config_file))
+        return {k: _normalise(k, parser.get_parsed_content(k)) for k in MODEL_CONFIG_KEYS}
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"{config_file}: cannot read the training defaults {list(MODEL_CONFIG_KEYS)} ({e})") from None
+
+
+def resolve_model_config(ckpt_path: str | Path, defaults: str | Path | None = None, **given: Any) -> dict[str, Any]:
     """The settings of the model in ``ckpt_path``, with the user's overrides checked against them.
 
     Args:
         ckpt_path: a checkpoint written by the training bundle (``models/model.pt``).
+        defaults: a training config (the bundle's ``train.json``) whose settings describe the
+            network when ``ckpt_path`` does not exist yet, so that the bundle's network can be
+            built and checked without weights (model-zoo's ``verify_net_in_out`` on
+            ``inference.json``); loading the weights still fails with a named error then.
         given: values of :data:`MODEL_CONFIG_KEYS` the user set; ``None``, ``""`` or empty means
             "take it from the checkpoint".
 
@@ -90,6 +109,10 @@ def resolve_model_config(ckpt_path: str | Path, **given: Any) -> dict[str, Any]:
     unknown = sorted(set(given) - set(MODEL_CONFIG_KEYS))
     if unknown:
         raise ConfigError(f"unknown model settings {unknown}; the checkpoint records {list(MODEL_CONFIG_KEYS)}")
+    if defaults is not None and not Path(ckpt_path).exists():
+        logger.warning("%s: no checkpoint; the network is described by %s and has no trained weights", ckpt_path, defaults)
+        saved = training_defaults(defaults)
+        return {k: saved[k] if _unset(given.get(k)) else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
     state = load_checkpoint(ckpt_path)
     saved = state.get(CONFIG_KEY)
     if saved is None:
