@@ -80,6 +80,14 @@ def test_verify_net_in_out_per_task(task: str, n: int) -> None:
     )
 
 
+def test_bundle_readme_has_the_model_zoo_sections_and_license_files() -> None:
+    bundle = CONFIGS.parent
+    headings = {line[3:].strip() for line in (bundle / "docs" / "README.md").read_text().splitlines() if line.startswith("## ")}
+    zoo = {"Model Overview", "Data", "Training configuration", "Input", "Output", "Performance", "MONAI Bundle Commands", "References", "License"}
+    assert zoo <= headings, sorted(zoo - headings)
+    assert (bundle / "LICENSE").is_file() and "CC BY" in (bundle / "docs" / "data_license.txt").read_text()
+
+
 def test_model_zoo_verify_data_shape_on_inference_json(tmp_path: Path) -> None:
     """model-zoo's ``verify_data_shape``: ``verify_net_in_out`` on ``inference.json`` with the
     metadata as shipped (n=1), in a bundle folder that holds no trained weights yet."""
