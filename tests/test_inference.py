@@ -189,6 +189,17 @@ def test_outputs_are_one_set_a_failed_run_changes_nothing(
     assert {i["task"] for i in result["items"]} == {"cxr_findings"}
 
 
+@pytest.mark.parametrize("where", ["", "file", "inside_file"])
+def test_unusable_output_dirs_are_named_errors(data: Path, bundle_root: Path, tmp_path: Path, where: str) -> None:
+    """An empty output_dir (the working directory), an existing file, a folder below a file."""
+    (tmp_path / "file").write_text("user data")
+    output_dir = {"": "", "file": str(tmp_path / "file"), "inside_file": str(tmp_path / "file" / "out")}[where]
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+        workflow(bundle_root, data, output_dir, datalist="datalist.json").run()  # type: ignore[arg-type]
+    assert isinstance(err.value.__cause__, ConfigError) and "output_dir" in str(err.value.__cause__)
+    assert (tmp_path / "file").read_text() == "user data"
+
+
 @pytest.fixture(scope="module")
 def mixed_folder(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[Path, str]]:
     """A folder of mixed inputs and the task each must be routed to."""

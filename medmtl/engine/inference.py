@@ -323,6 +323,9 @@ class MultiTaskPredictor(Evaluator):
             decollate=False,
         )
         self.network = network
+        if not str(output_dir).strip():
+            # Path("") is the working directory: outputs would land among the user's own files
+            raise ConfigError("output_dir is empty; give the folder the predictions go to (--output_dir DIR)")
         self.output_dir = Path(output_dir)
         self.task_postprocessing = dict(postprocessing)
         self.inferer = inferer
