@@ -6,15 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from medmtl.atomic import write_atomic
 from medmtl.bench.config import SECTIONS, full_config, quick_config
 from medmtl.bench.runner import format_summary, run_benchmark
 from medmtl.errors import ConfigError, MedMTLError
@@ -62,15 +61,7 @@ def _check_out(path: Path, overwrite: bool) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     # written next to the target then renamed, so an interrupted run never leaves half a file
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), binary=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import os
 import pickle
 import random
 import re
-import secrets
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from medmtl.atomic import TEMP_SUFFIX, is_temp_file, write_atomic  # TEMP_SUFFIX: re-exported
 from medmtl.errors import CheckpointError
 
 __all__ = [
@@ -45,40 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Suffix of the temporary files :func:`save_checkpoint` writes before renaming them.
-TEMP_SUFFIX = ".tmp"
-
 # typing.Union rather than ``|``: this alias is evaluated at run time and medmtl supports Python 3.9.
 MapLocation = Union[str, torch.device, Callable[[Any, str], Any], Mapping[str, str], None]
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (network mounts) refuse fsync on directories; the data is synced
-    finally:
-        os.close(fd)
-
-
-def _publish_exclusive(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path`` unless ``path`` exists, without a race where possible."""
-    try:
-        os.link(tmp, path)  # fails atomically if path exists, unlike os.replace
-    except FileExistsError:
-        raise CheckpointError(f"{path}: was created by someone else while saving; not overwritten") from None
-    except OSError:
-        # File systems without hard links (FAT, some network mounts): check, then rename.
-        if path.exists():
-            raise CheckpointError(f"{path}: was created by someone else while saving; not overwritten") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], overwrite: bool = False) -> Path:
@@ -109,24 +77,12 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], overwrite
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not overwrite and path.exists():
         raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    # os.open with 0o666 lets the umask decide the final permissions, like a plain open() would;
-    # tempfile.mkstemp would leave every checkpoint readable by its owner only.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _publish_exclusive(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    write_atomic(
+        path,
+        lambda f: torch.save(dict(state), f),
+        overwrite=overwrite,
+        conflict=lambda p: CheckpointError(f"{p}: was created by someone else while saving; not overwritten"),
+    )
     logger.debug("saved checkpoint %s", path)
     return path
 
@@ -269,7 +225,7 @@ def latest_checkpoint(directory: str | os.PathLike, pattern: str = "*.pt", valid
     candidates = [
         p
         for p in directory.glob(pattern)
-        if p.is_file() and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))
+        if p.is_file() and not is_temp_file(p)
     ]
     candidates.sort(key=lambda p: (p.stat().st_mtime_ns, _natural_key(p.name)), reverse=True)
     for candidate in candidates:

@@ -15,9 +15,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from medmtl.atomic import write_json_atomic  # re-exported: callers import it from here too
 from medmtl.engine.checkpoint import (
     capture_rng_state,
     restore_rng_state,
@@ -35,28 +33,6 @@ from medmtl.engine.checkpoint import (
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "MetricsWriter", "ProgressBar", "RNGState", "write_json_atomic"]
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``.
-
-    The file gets the permissions a plain ``open()`` would give (``0o666`` less the umask);
-    ``tempfile.mkstemp`` would leave metrics and predictions readable by their owner only.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=float)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class RNGState:

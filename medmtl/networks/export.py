@@ -53,7 +53,6 @@ import copy
 import io
 import json
 import os
-import secrets
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -66,6 +65,7 @@ import torch
 from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
 from torch import nn
 
+from medmtl.atomic import publish, write_temp
 from medmtl.errors import ConfigError, ExportError, MedMTLError
 from medmtl.networks.detection import RetinaNetHead
 from medmtl.networks.encoder import SharedEncoder
@@ -90,7 +90,6 @@ EXPORT_FORMATS: dict[str, str] = {"torchscript": ".ts", "onnx": ".onnx"}
 DEFAULT_ATOL = 1e-4
 #: Name of the JSON description inside each exported file.
 METADATA_NAME = "medmtl_export.json"
-_TEMP_SUFFIX = ".tmp"
 _ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
 
@@ -286,38 +285,6 @@ def _quiet_jit() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
         yield
-
-
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file next to ``path`` (flushed and fsynced); return its path."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``path``; without ``overwrite`` never replace a file (hard link, atomic where supported)."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # fails atomically if path exists, unlike os.replace
-    except FileExistsError:
-        raise ConfigError(f"{path}: was created by someone else during the export; not overwritten") from None
-    except OSError:  # file systems without hard links
-        if path.exists():
-            raise ConfigError(f"{path}: was created by someone else during the export; not overwritten") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
 
 
 def _max_abs_diff(outputs: Sequence[Any], reference: Sequence[torch.Tensor], where: str) -> float:
@@ -548,7 +515,7 @@ def export_tasks(
             except Exception as e:  # torch raises many types; name the task and format
                 detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise ExportError(f"{task} {fmt}: the export failed: {type(e).__name__}: {detail}") from e
-            tmp = _write_temp(path, data)
+            tmp = write_temp(path, lambda f, data=data: f.write(data))
             try:
                 if fmt == "torchscript":
                     dynamic = tuple(d for d in range(example.dim()) if d != 1)
@@ -569,7 +536,9 @@ def export_tasks(
                 )
                 if not check.passed:
                     raise ExportError(f"{check}; the file was not written (raise --atol if this is float noise)")
-                _publish(tmp, path, overwrite)
+                publish(
+                    tmp, path, overwrite, conflict=lambda p: ConfigError(f"{p}: was created by someone else during the export; not overwritten")
+                )
             finally:
                 tmp.unlink(missing_ok=True)
             checks.append(check)

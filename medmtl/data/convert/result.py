@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmtl.atomic import write_atomic
 from medmtl.data.datalist import SECTIONS, load_datalist
 from medmtl.errors import ConfigError, DatalistError, DatalistProblem
 from medmtl.tasks import get_task
@@ -158,9 +159,7 @@ def _relative(entry: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: Any) -> None:
     # write-then-rename: an interrupted run never leaves half a datalist behind
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), binary=False)
 
 
 def merge_datalists(
