@@ -60,14 +60,18 @@ class TestMultiTaskBundle(unittest.TestCase):
             **override,
         )
 
-    def test_train_eval_infer_config(self) -> None:
-        trainer = self._workflow("train", "train.json", **OVERRIDE)
-        trainer.initialize()
-        check_result = trainer.check_properties()
+    @staticmethod
+    def _run_checked(workflow: ConfigWorkflow, name: str) -> None:
+        """initialize, check the required and optional properties, run, finalize."""
+        workflow.initialize()
+        check_result = workflow.check_properties()
         if check_result:
-            raise ValueError(f"check properties for train config failed: {check_result}")
-        trainer.run()
-        trainer.finalize()
+            raise ValueError(f"check properties for {name} config failed: {check_result}")
+        workflow.run()
+        workflow.finalize()
+
+    def test_train_eval_infer_config(self) -> None:
+        self._run_checked(self._workflow("train", "train.json", **OVERRIDE), "train")
         self.assertTrue((self.bundle_root / "models" / "model.pt").is_file())
 
         validator = self._workflow("eval", "train.json", "evaluate.json", **OVERRIDE)
@@ -78,13 +82,7 @@ class TestMultiTaskBundle(unittest.TestCase):
         self.assertEqual(set(tested["tasks"]), {"ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"})
 
         # inference reads the network and preprocessing settings from model.pt: no overrides
-        inferrer = self._workflow("infer", "inference.json", num_workers=0, datalist="datalist.json")
-        inferrer.initialize()
-        check_result = inferrer.check_properties()
-        if check_result:
-            raise ValueError(f"check properties for inference config failed: {check_result}")
-        inferrer.run()
-        inferrer.finalize()
+        self._run_checked(self._workflow("infer", "inference.json", num_workers=0, datalist="datalist.json"), "inference")
         predictions = json.loads((self.bundle_root / "predictions" / "predictions.json").read_text())
         test_ids = [e["id"] for e in json.loads((self.dataset_dir / "datalist.json").read_text())["test"]]
         self.assertEqual([i["id"] for i in predictions["items"]], test_ids)
