@@ -167,14 +167,16 @@ def test_bundle_ckpt_export_scripts_network_def(tmp_path: Path) -> None:
     config = {"version": 1, "tasks": TASKS, "sharing": "hard", "channels": [8, 16, 32], "fpn_channels": 16, "pipeline_options": {}}
     ckpt = save_checkpoint(tmp_path / "models" / "model.pt", {"model": net.state_dict(), "config": config})
     ts_path = tmp_path / "models" / "verify_model.ts"
-    ckpt_export(
-        net_id="network_def", filepath=str(ts_path), ckpt_file=str(ckpt), key_in_ckpt="model",
-        meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"), bundle_root=str(tmp_path),
-    )
-    loaded = torch.jit.load(str(ts_path))
     x = torch.randn(1, 1, 16, 16, 16)
-    with torch.no_grad():
-        assert torch.equal(loaded(x, "nodule_malignancy"), net(x, "nodule_malignancy"))
+    # as model-zoo's verify_torchscript calls it (no key_in_ckpt), and with the key given
+    for key in ({}, {"key_in_ckpt": "model"}):
+        ckpt_export(
+            net_id="network_def", filepath=str(ts_path), ckpt_file=str(ckpt), **key,
+            meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"), bundle_root=str(tmp_path),
+        )
+        loaded = torch.jit.load(str(ts_path))
+        with torch.no_grad():
+            assert torch.equal(loaded(x, "nodule_malignancy"), net(x, "nodule_malignancy"))
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -259,6 +259,19 @@ class MultiTaskNet(nn.Module):
     def sharing_penalty(self) -> torch.Tensor:
         """0-dim tensor the trainer adds to the loss: the soft-sharing penalty, else 0."""
         return self.trunk.penalty()
+
+    @torch.jit.unused
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, that also takes the bundle's ``model.pt`` as it is.
+
+        The bundle saves ``{"model": weights, "config": settings}``; tools that load a bundle's
+        ``model.pt`` as plain weights (model-zoo's ``verify_torchscript`` runs ``ckpt_export``
+        without ``key_in_ckpt``, through ignite's ``Checkpoint.load_objects``) get the weights.
+        A state dict of this network never has those two keys only: its keys are parameter paths.
+        """
+        if set(state_dict) in ({"model"}, {"model", "config"}) and isinstance(state_dict["model"], Mapping):
+            state_dict = state_dict["model"]
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def train(self, mode: bool = True) -> MultiTaskNet:
         """Set train / eval mode; modules frozen by ``apply_freeze`` stay in eval mode.
