@@ -48,6 +48,24 @@ def spatial_dims_of(x: torch.Tensor) -> int:
     return x.dim() - 2
 
 
+def check_task_input(x: torch.Tensor, task: str, spatial_dims: int, divisor: int = 1) -> None:
+    """Raise ``ValueError`` unless ``x`` has ``task``'s rank and spatial sizes divisible by ``divisor``.
+
+    The check of the TorchScript paths (the scripted ``MultiTaskNet.forward`` and the exported
+    per-task modules), written without f-strings, which TorchScript lacks. A 2D image given to a
+    3D task would otherwise run the depth-summed 2D kernels without a word.
+    """
+    dims = spatial_dims_of(x)
+    if dims != spatial_dims:
+        raise ValueError(
+            "task " + task + " takes (B, C, *spatial) inputs with " + str(spatial_dims) + " spatial dims: it is "
+            + str(spatial_dims) + "D but got a " + str(dims) + "D input of shape " + str(x.shape)
+        )
+    for size in x.shape[2:]:
+        if size % divisor != 0:
+            raise ValueError("task " + task + ": spatial size " + str(x.shape[2:]) + " must be divisible by " + str(divisor))
+
+
 class DimsConv(nn.Module):
     """Convolution with one (k x k x k) kernel used for 2D and 3D inputs.
 

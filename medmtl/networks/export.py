@@ -67,6 +67,7 @@ from torch import nn
 
 from medmtl.atomic import publish, write_temp
 from medmtl.errors import ConfigError, ExportError, MedMTLError
+from medmtl.networks.blocks import check_task_input
 from medmtl.networks.detection import RetinaNetHead
 from medmtl.networks.encoder import SharedEncoder
 from medmtl.networks.multitask import MultiTaskNet
@@ -147,18 +148,7 @@ class TaskModule(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is (B, C, *spatial) of this task's rank (and divisible size)."""
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                "task " + self.task + " takes (B, C, *spatial) inputs with " + str(self.spatial_dims)
-                + " spatial dims, got shape " + str(x.shape)
-            )
-        if self._dense:
-            for size in x.shape[2:]:
-                if size % self._divisor != 0:
-                    raise ValueError(
-                        "task " + self.task + ": spatial size " + str(x.shape[2:]) + " must be divisible by "
-                        + str(self._divisor)
-                    )
+        check_task_input(x, self.task, self.spatial_dims, self._divisor if self._dense else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

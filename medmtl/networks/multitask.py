@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.networks.blocks import spatial_dims_of
+from medmtl.networks.blocks import check_task_input, spatial_dims_of
 from medmtl.networks.detection import RetinaNetHead, TaskDetector, build_detector
 from medmtl.networks.encoder import DEFAULT_ACT, DEFAULT_CHANNELS, DEFAULT_NORM
 from medmtl.networks.heads import build_head
@@ -199,16 +199,7 @@ class MultiTaskNet(nn.Module):
             name = self._task_names[0]
         if name not in self._task_dims:
             raise ValueError("task " + name + " is not one of this network's tasks")
-        dims = spatial_dims_of(x)
-        if dims != self._task_dims[name]:
-            raise ValueError("task " + name + " is " + str(self._task_dims[name]) + "D but got a " + str(dims) + "D input")
-        if name in self._dense_tasks:
-            for size in x.shape[2:]:
-                if size % self._size_divisible != 0:
-                    raise ValueError(
-                        "task " + name + ": spatial size " + str(x.shape[2:]) + " must be divisible by "
-                        + str(self._size_divisible)
-                    )
+        check_task_input(x, name, self._task_dims[name], self._size_divisible if name in self._dense_tasks else 1)
         features = self.trunk(x, name)
         # a loop rather than ``self.heads[name]``: TorchScript indexes a ModuleDict by literals only
         for head_name, head in self.heads.items():
