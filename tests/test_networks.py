@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from medmtl.errors import CheckpointError, ConfigError
 from medmtl.networks import (
+    ConvNormAct,
     CrossStitch,
     DimsConv,
+    DimsNorm,
     MultiTaskNet,
     SharedEncoder,
     apply_freeze,
@@ -98,7 +100,7 @@ def test_plain_2d_twin_computes_the_same_2d_features() -> None:
 
 def test_batch_norm_keeps_separate_running_stats_per_dims() -> None:
     enc = SharedEncoder(1, channels=(4,), num_res_units=0, norm="batch")
-    norm = enc.stages[0][0][1]
+    norm = next(m for m in enc.modules() if isinstance(m, DimsNorm))
     assert norm.norm_2d.weight is norm.norm.weight
     before_3d = norm.norm.running_mean.clone()
     enc(torch.randn(2, 1, 16, 16) + 5)
@@ -435,3 +437,19 @@ def test_summary_cli_reports_components_and_ratio(capsys) -> None:
     out = capsys.readouterr().out
     assert "head.ct_organ_seg" in out and "parameter ratio" in out
     assert report["parameter_ratio"] == pytest.approx(report["parameters"]["total"] / report["single_task_total"])
+
+
+def test_stem_keeps_the_absolute_intensity_level_that_conv_then_instance_norm_erases() -> None:
+    """A calcified (1.0) and a solid (0.74) nodule of the same shape on air (0) must stay apart."""
+    torch.manual_seed(0)
+    shape = torch.zeros(1, 1, 12, 12, 12)
+    shape[..., 3:9, 4:8, 3:9] = 1.0
+    solid, calcified = 0.74 * shape, 1.0 * shape
+    norm_first = ConvNormAct(1, 4, act=None)
+    # conv without bias is linear and instance norm scale-invariant: the two levels come out alike
+    assert torch.allclose(norm_first(solid), norm_first(calcified), atol=1e-2)
+    stem = SharedEncoder(1, channels=(4,), num_res_units=0).stages[0][0]
+    assert isinstance(stem[0], DimsConv) and stem[0].bias is not None and isinstance(stem[2], DimsNorm)  # act between
+    with torch.no_grad():
+        stem[0].bias.fill_(-0.8)  # a threshold between the two levels, as training can learn
+    assert (stem(solid) - stem(calcified)).abs().max() > 0.1

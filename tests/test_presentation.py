@@ -9,19 +9,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
+from PIL.PngImagePlugin import PngInfo
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
+from medmtl.data import presentation
 from medmtl.data.check import main as check_main
 from medmtl.data.datalist import read_image_size
 from medmtl.data.presentation import VOI_LUT_KEY
@@ -434,6 +438,169 @@ def test_exif_orientation_of_a_jpeg(tmp_path: Path) -> None:
     assert img.shape == (ROWS, COLS)
     assert img[-5, 5] > 200 and img[5, 5] < 50  # turned clockwise: the block is now top right
     assert read_image_size(tmp_path / "rotated.jpg") == (ROWS, COLS)
+
+
+# ------------------------------------------------------------------------ PNG / JPEG: colour, depth
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png(path: Path, samples: np.ndarray, colour_type: int, *, depth: int = 8, interlace: bool = False) -> Path:
+    """A PNG written byte by byte (Pillow writes neither 16-bit colour nor Adam7 interlacing).
+
+    ``samples``: ``[row, column(, channel)]``, uint8 for ``depth`` 8 (uint16 for 16, values below
+    ``2 ** depth`` for 1, 2 and 4); every scanline unfiltered."""
+    rows, cols = samples.shape[:2]
+    words = samples.astype(">u2") if depth == 16 else samples.astype(np.uint8)
+
+    def scanlines(image: np.ndarray) -> bytes:
+        if depth < 8:  # packed, most significant bits first
+            return b"".join(b"\0" + np.packbits(np.unpackbits(row[:, None], axis=1)[:, 8 - depth:].ravel()).tobytes() for row in image)
+        return b"".join(b"\0" + row.tobytes() for row in image)
+
+    if interlace:  # Adam7: seven passes of (first row, first column, row step, column step)
+        passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+        raw = b"".join(scanlines(words[r::dr, c::dc]) for r, c, dr, dc in passes if words[r::dr, c::dc].size)
+    else:
+        raw = scanlines(words)
+    header = struct.pack(">IIBBBBB", cols, rows, depth, colour_type, 0, 0, int(interlace))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("colour_type, kind", [(2, "RGB"), (6, "RGBA"), (4, "gray with alpha")])
+def test_16_bit_colour_png_is_refused_not_read_at_8_bits(tmp_path: Path, colour_type: int, kind: str) -> None:
+    channels = {2: 3, 4: 2, 6: 4}[colour_type]
+    samples = RNG.integers(0, 65536, size=(ROWS, COLS, channels)).astype(np.uint16)
+    samples[..., -1] = 65535 if colour_type != 2 else samples[..., -1]  # opaque
+    path = write_png(tmp_path / "deep.png", samples, colour_type, depth=16)
+    assert Image.open(path).mode in ("RGB", "RGBA", "LA")  # what Pillow makes of it: 8 bits per channel
+    with pytest.raises(ImageLoadError, match=rf"deep\.png: is a 16-bit {kind} PNG: Pillow decodes it at 8 bits .* save it as a 16-bit grayscale PNG"):
+        load(path)
+    eight = write_png(tmp_path / "eight.png", (samples >> 8).astype(np.uint8), colour_type)  # the same picture at 8 bits loads
+    expected = (samples >> 8)[..., :3] @ LUMA if channels >= 3 else (samples >> 8)[..., 0].astype(np.float64)
+    np.testing.assert_allclose(load(eight)[0].numpy(), expected.T, rtol=1e-5)
+
+
+def png_gamma(gamma: float) -> PngInfo:
+    info = PngInfo()
+    info.add(b"gAMA", struct.pack(">I", round(gamma * 100000)))
+    return info
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_gamma_is_applied_as_an_srgb_display_shows_it(tmp_path: Path, dtype: type) -> None:
+    top = np.iinfo(dtype).max
+    gray = gradient(top, dtype)
+    Image.fromarray(gray).save(tmp_path / "linear.png", pnginfo=png_gamma(1.0))  # linear light, e.g. from a detector
+    shown = np.rint(top * (gray / top) ** (1 / 2.2))
+    np.testing.assert_array_equal(load(tmp_path / "linear.png")[0].numpy(), shown.T)
+    assert np.abs(shown - gray).max() > top / 10  # not a rounding detail
+    Image.fromarray(gray).save(tmp_path / "srgb_like.png", pnginfo=png_gamma(0.45455))
+    np.testing.assert_array_equal(load(tmp_path / "srgb_like.png")[0].numpy(), gray.T)
+    info = png_gamma(1.0)
+    info.add(b"sRGB", b"\0")  # an sRGB chunk overrides gAMA
+    Image.fromarray(gray).save(tmp_path / "srgb_chunk.png", pnginfo=info)
+    np.testing.assert_array_equal(load(tmp_path / "srgb_chunk.png")[0].numpy(), gray.T)
+
+
+def test_png_gamma_of_a_colour_png_and_an_invalid_gamma(tmp_path: Path) -> None:
+    rgb = RNG.integers(0, 256, size=(ROWS, COLS, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "dark.png", pnginfo=png_gamma(0.8))
+    shown = np.rint(255 * (rgb / 255) ** (1 / (2.2 * 0.8)))  # each channel, then luma
+    np.testing.assert_allclose(load(tmp_path / "dark.png")[0].numpy(), (shown @ LUMA).T, rtol=1e-5)
+    Image.fromarray(rgb).save(tmp_path / "zero.png", pnginfo=png_gamma(0.0))
+    with pytest.raises(ImageLoadError, match=r"zero\.png: its PNG gAMA 0 is not a positive gamma"):
+        load(tmp_path / "zero.png")
+
+
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+LINEAR_CURVE = b"curv" + bytes(4) + struct.pack(">IH", 1, 256) + bytes(2)  # one entry: gamma 1.0 (u8Fixed8)
+
+
+def icc_profile(space: bytes, curves: bytes | None = None) -> bytes:
+    """LittleCMS's sRGB profile as an RGB or gray (``space``) profile with sRGB's primaries and
+    white, its tone curves replaced by ``curves`` (an ICC ``curv`` / ``para`` tag) if given."""
+    count = struct.unpack(">I", SRGB_ICC[128:132])[0]
+    tags = {}
+    for i in range(count):
+        sig, offset, size = struct.unpack(">4sII", SRGB_ICC[132 + 12 * i : 144 + 12 * i])
+        tags[sig] = SRGB_ICC[offset : offset + size]
+    trc = curves or tags[b"rTRC"]
+    if space == b"GRAY":
+        tags = {sig: tags[sig] for sig in (b"desc", b"cprt", b"wtpt", b"chad")} | {b"kTRC": trc}
+    else:
+        tags |= {b"rTRC": trc, b"gTRC": trc, b"bTRC": trc}
+    table, body = b"", b""
+    start = 128 + 4 + 12 * len(tags)
+    for sig, data in tags.items():
+        data += bytes(-len(data) % 4)
+        table += struct.pack(">4sII", sig, start + len(body), len(data))
+        body += data
+    header = bytearray(SRGB_ICC[:128])
+    header[0:4] = struct.pack(">I", start + len(body))
+    header[16:20] = space.ljust(4)
+    header[84:100] = bytes(16)  # no profile ID
+    return bytes(header) + struct.pack(">I", len(tags)) + table + body
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1: linear light in [0, 1] to 8-bit sRGB."""
+    return np.rint(255 * np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055))
+
+
+def test_srgb_icc_profiles_leave_the_samples_as_they_are(tmp_path: Path) -> None:
+    rgb = RNG.integers(0, 256, size=(ROWS, COLS, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "srgb.png", icc_profile=SRGB_ICC)
+    np.testing.assert_allclose(load(tmp_path / "srgb.png")[0].numpy(), (rgb @ LUMA).T, rtol=1e-5)
+    gray = gradient(255, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray_srgb.png", icc_profile=icc_profile(b"GRAY"))  # sRGB's tone curve
+    np.testing.assert_array_equal(load(tmp_path / "gray_srgb.png")[0].numpy(), gray.T)
+    Image.fromarray(gray).save(tmp_path / "gray_tagged_srgb.png", icc_profile=SRGB_ICC)  # RGB sRGB on gray: the same picture
+    np.testing.assert_array_equal(load(tmp_path / "gray_tagged_srgb.png")[0].numpy(), gray.T)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_other_rgb_icc_profiles_are_converted_to_srgb(tmp_path: Path, fmt: str) -> None:
+    rgb = RNG.integers(0, 256, size=(ROWS, COLS, 3)).astype(np.uint8)
+    path = tmp_path / f"linear.{fmt}"
+    Image.fromarray(rgb).save(path, icc_profile=icc_profile(b"RGB", LINEAR_CURVE), quality=100)
+    stored = np.asarray(Image.open(path), dtype=np.float64)  # the JPEG's decoded samples
+    shown = srgb_encode(stored / 255)  # sRGB primaries and white: only the tone curve changes
+    np.testing.assert_allclose(load(path)[0].numpy(), (shown @ LUMA).T, atol=0.6)
+    assert np.abs(shown - stored).max() > 50
+
+
+def test_gray_icc_profile_is_converted_exactly_and_stays_gray(tmp_path: Path) -> None:
+    gray = np.arange(256, dtype=np.uint8).repeat(8).reshape(32, 64)
+    Image.fromarray(gray).save(tmp_path / "linear_gray.png", icc_profile=icc_profile(b"GRAY", LINEAR_CURVE))
+    img = LoadMedicalImage(spatial_dims=2, grayscale=False)(str(tmp_path / "linear_gray.png"))
+    assert img.shape[0] == 1
+    # exact to the rounding, dark end included (LittleCMS's optimised transform is 9 levels off at 1 / 255)
+    np.testing.assert_allclose(img[0].numpy(), srgb_encode(gray / 255).T, atol=1)
+
+
+def test_icc_profiles_that_cannot_be_applied_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    deep = gradient(65535)
+    Image.fromarray(deep).save(tmp_path / "deep.png", icc_profile=icc_profile(b"GRAY", LINEAR_CURVE))
+    with pytest.raises(ImageLoadError, match=r"deep\.png: has an ICC profile other than sRGB .* on a I;16 image; ImageCms converts 8-bit images only"):
+        load(tmp_path / "deep.png")
+    Image.fromarray(deep).save(tmp_path / "deep_srgb.png", icc_profile=icc_profile(b"GRAY"))
+    np.testing.assert_array_equal(load(tmp_path / "deep_srgb.png")[0].numpy(), deep.T)  # sRGB: no conversion needed
+    gray = gradient(255, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "broken.png", icc_profile=b"not a profile" * 20)
+    with pytest.raises(ImageLoadError, match=r"broken\.png: its embedded ICC profile cannot be read or applied"):
+        load(tmp_path / "broken.png")
+    Image.fromarray(gray).save(tmp_path / "mismatch.png", icc_profile=icc_profile(b"RGB", LINEAR_CURVE))
+    with caplog.at_level(logging.WARNING, logger="medmtl.data.presentation"):
+        np.testing.assert_array_equal(load(tmp_path / "mismatch.png")[0].numpy(), gray.T)  # ignored, as viewers do
+    assert "mismatch.png: its RGB ICC profile does not fit a L image; ignored" in caplog.text
+    monkeypatch.setattr(presentation, "ImageCms", None)
+    Image.fromarray(gray).save(tmp_path / "tagged.png", icc_profile=SRGB_ICC)
+    with pytest.raises(ImageLoadError, match=r"tagged\.png: has an embedded ICC profile, but this Pillow has no LittleCMS"):
+        load(tmp_path / "tagged.png")
 
 
 # ---------------------------------------------------------------------------------- datalist check

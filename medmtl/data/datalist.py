@@ -91,13 +91,16 @@ def _read_size(path: Path) -> tuple[int, ...]:
     return _dicom_size(path)
 
 
-def _dicom_size(path: Path) -> tuple[int, int]:
-    """``(columns, rows)`` of a DICOM file whose pixel data is present and, if uncompressed, complete."""
+def _dicom_size(path: Path, force: bool = False) -> tuple[int, int]:
+    """``(columns, rows)`` of a DICOM file whose pixel data is present and, if uncompressed, complete.
+
+    ``force`` also reads a file without the 128-byte preamble and ``DICM`` marker, as GDCM does.
+    """
     import pydicom
 
     # defer_size skips reading the pixel data but keeps its element, so "no pixel data" and
     # "pixel data cut short" are told apart from the header alone
-    ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=force)
     if "Rows" not in ds or "Columns" not in ds:
         raise ValueError("DICOM file has no Rows/Columns (no image)")
     pixels = ds.get_item(0x7FE00010)

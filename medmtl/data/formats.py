@@ -10,12 +10,14 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 def is_dicom_file(path: Path) -> bool:
-    """DICOM by suffix or by the ``DICM`` marker after the 128-byte preamble."""
+    """DICOM by suffix, by the ``DICM`` marker after the 128-byte preamble, or by the first element
+    of a file written without the preamble and marker (GDCM reads those, and stacks them in a
+    series): the File Meta Information Group Length (0002,0000), VR ``UL``, little endian."""
     if path.name.lower().endswith(DICOM_SUFFIXES):
         return True
     try:
         with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
+            head = f.read(132)
     except OSError:
         return False
+    return head[128:132] == b"DICM" or head.startswith(b"\x02\x00\x00\x00UL")

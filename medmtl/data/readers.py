@@ -33,7 +33,7 @@ from monai.data import ImageReader
 from monai.data.utils import orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from medmtl.data.dicom_series import check_series_geometry, largest_series
+from medmtl.data.dicom_series import SeriesHounsfield, check_series_geometry, largest_series
 from medmtl.data.formats import DICOM_SUFFIXES, is_dicom_file
 from medmtl.data.presentation import VOI_LUT_KEY, DicomPresentation, dicom_presentation, mirror_constant
 
@@ -112,7 +112,7 @@ class SimpleITKDicomReader(ImageReader):
     and ``[x, y, z]`` for 3D, where ``x`` is the column and ``y`` the row of the stored pixels, and
     ``z`` the slice (sorted by position along the slice normal). Values are modality values
     (``RescaleSlope`` / ``RescaleIntercept`` applied, so HU for CT) and ``MONOCHROME1`` images are
-    inverted by GDCM, so high values are always bright.
+    inverted by GDCM, so high values are always bright (except a CT series: HU, see below).
 
     Meta data: ``affine`` / ``original_affine`` (RAS, ``(d+1, d+1)``), ``spatial_shape``,
     ``original_channel_dim`` (``nan``; ``-1`` for RGB pixels), ``spacing``, ``space``, the tags of
@@ -125,7 +125,10 @@ class SimpleITKDicomReader(ImageReader):
     presentation is mirrored like ``MONOCHROME1``, a Modality LUT Sequence is applied, padding
     pixels are blanked, the 2D spacing follows ``PixelSpacing`` / ``ImagerPixelSpacing`` /
     ``PixelAspectRatio``, and what cannot be shown faithfully raises
-    :class:`~medmtl.errors.ImageLoadError`. A series folder is read as GDCM returns it.
+    :class:`~medmtl.errors.ImageLoadError`. A series folder is read as GDCM returns it, checked
+    by :func:`~medmtl.data.dicom_series.check_series_geometry`; a CT series is returned in HU
+    (float32; ``MONOCHROME1`` not inverted, a Modality LUT Sequence applied, padding set to air, see
+    :mod:`medmtl.data.dicom_series`).
 
     Args:
         spatial_dims: ``3`` always returns a volume (a single 2D file becomes ``(x, y, 1)``);
@@ -176,7 +179,7 @@ class SimpleITKDicomReader(ImageReader):
             uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
             for uid in uids
         }
-        uid = max(series, key=lambda u: len(series[u]))
+        uid = max(sorted(series), key=lambda u: len(series[u]))  # ties: as largest_series
         if len(series) > 1:
             # real exports often put a localizer next to the axial series: read the largest one, loudly
             logger.warning(
@@ -189,18 +192,28 @@ class SimpleITKDicomReader(ImageReader):
             )
         return series[uid]
 
-    def _read_one(self, path: Path) -> tuple[sitk.Image, dict[str, str], DicomPresentation | None]:
-        presentation = None
+    def _read_one(self, path: Path) -> tuple[sitk.Image, dict[str, str], DicomPresentation | SeriesHounsfield | None]:
+        presentation: DicomPresentation | SeriesHounsfield | None = None
         if path.is_dir():
             files = self._series_files(path)
             # GDCM stacks whatever it is given (and silently drops a file it cannot read): refuse
             # gaps, repeats, mixed orientations, tilt and broken slices among the folder's files
             members = [Path(f) for f in files]
             if self.series_uid is None:
-                members = largest_series([f for f in sorted(path.iterdir()) if f.is_file() and is_dicom_file(f)])
-            check_series_geometry(members, path)
+                # and every file GDCM stacks: it also reads DICOM streams without file meta
+                scanned = [f for f in sorted(path.iterdir()) if f.is_file() and is_dicom_file(f)]
+                members = sorted({*largest_series(scanned), *members})
+            checked = check_series_geometry(members, path)
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(files)
+            if checked.hounsfield:
+                # CT: HU, whatever the photometric interpretation, padding or Modality LUT
+                # (medmtl.data.dicom_series). The VOI window / VOI LUT and the Presentation LUT are
+                # display steps after the HU and are not applied: CT pipelines window HU themselves.
+                # float32 output: ITK casts every slice to the pixel type it picks for the first
+                # one, which truncates a fractional rescale of a later slice
+                reader.SetOutputPixelType(sitk.sitkFloat32)
+                presentation = SeriesHounsfield(tuple(checked.hounsfield[Path(f)] for f in files))
             reader.MetaDataDictionaryArrayUpdateOn()
             image = reader.Execute()
             tags = {
@@ -243,7 +256,7 @@ class SimpleITKDicomReader(ImageReader):
         return np.stack(arrays, axis=0), meta
 
     def _get_one(
-        self, image: sitk.Image, tags: dict[str, str], presentation: DicomPresentation | None = None
+        self, image: sitk.Image, tags: dict[str, str], presentation: DicomPresentation | SeriesHounsfield | None = None
     ) -> tuple[np.ndarray, dict]:
         # sitk arrays are indexed [z, y, x(, c)]; reverse the spatial axes to [x, y, z] like ITKReader
         array = sitk.GetArrayFromImage(image)
@@ -272,7 +285,7 @@ class SimpleITKDicomReader(ImageReader):
             spacing, origin = np.append(spacing, 1.0), np.append(origin, 0.0)
             direction = np.pad(direction, ((0, 1), (0, 1)))
             direction[2, 2] = 1.0
-        if dims == 2 and presentation is not None and presentation.spacing_xy is not None:
+        if dims == 2 and isinstance(presentation, DicomPresentation) and presentation.spacing_xy is not None:
             # GDCM picks PixelSpacing or ImagerPixelSpacing by SOP class and ignores PixelAspectRatio
             spacing = np.asarray(presentation.spacing_xy, dtype=np.float64)
 
@@ -300,7 +313,7 @@ class SimpleITKDicomReader(ImageReader):
         window = _voi_window(tags, presentation)
         if window is not None:
             meta[VOI_WINDOW_KEY] = window
-        if presentation is not None and presentation.voi_lut is not None:
+        if isinstance(presentation, DicomPresentation) and presentation.voi_lut is not None:
             meta[VOI_LUT_KEY] = presentation.voi_lut.as_meta()
         return np.ascontiguousarray(array), meta
 
@@ -312,7 +325,9 @@ def _first_float(value: str) -> float | None:
         return None
 
 
-def _voi_window(tags: dict[str, str], presentation: DicomPresentation | None = None) -> tuple[float, float] | None:
+def _voi_window(
+    tags: dict[str, str], presentation: DicomPresentation | SeriesHounsfield | None = None
+) -> tuple[float, float] | None:
     """The first VOI window of the file, in the value space of the array returned.
 
     The window tags are defined on the modality values. Where the array holds ``K - modality value``
@@ -320,13 +335,15 @@ def _voi_window(tags: dict[str, str], presentation: DicomPresentation | None = N
     :func:`~medmtl.data.presentation.mirror_constant`, checked on pydicom's CR test files and on
     generated signed files) the centre mirrors to ``K - center`` and the width is unchanged. A
     single file's :class:`~medmtl.data.presentation.DicomPresentation` knows ``K``; for a series
-    it follows from the tags of its first file.
+    it follows from the tags of its first file, except for a CT series, which holds HU.
     """
     center = _first_float(tags.get(DICOM_TAGS["WindowCenter"], ""))
     width = _first_float(tags.get(DICOM_TAGS["WindowWidth"], ""))
     if center is None or width is None or width <= 0:
         return None
-    if presentation is not None:
+    if isinstance(presentation, SeriesHounsfield):
+        mirror = None  # HU: GDCM's MONOCHROME1 inversion is undone
+    elif presentation is not None:
         mirror = presentation.mirror
     elif tags.get(DICOM_TAGS["PhotometricInterpretation"], "") == "MONOCHROME1":
         bits = _first_float(tags.get(DICOM_TAGS["BitsStored"], ""))

@@ -165,6 +165,10 @@ class ConvNormAct(nn.Sequential):
         act: MONAI activation spec for ``get_act_layer``, e.g. ``"PRELU"`` or
             ``("leakyrelu", {"negative_slope": 0.01, "inplace": True})``; ``None`` for no activation.
         dropout: element-wise dropout probability (rank-agnostic ``nn.Dropout``).
+        act_first: conv (with bias) -> activation -> norm instead. The activation then sees the
+            input's absolute level: an instance norm straight after a linear conv makes any
+            two-level image (a nodule on lung) come out the same whatever the two levels are, so a
+            calibrated intensity such as a calcified nodule's HU would be lost at the first layer.
     """
 
     def __init__(
@@ -176,13 +180,17 @@ class ConvNormAct(nn.Sequential):
         norm: str | tuple = DEFAULT_NORM,
         act: str | tuple | None = DEFAULT_ACT,
         dropout: float = 0.0,
+        act_first: bool = False,
     ):
-        layers: list[nn.Module] = [
-            DimsConv(in_channels, out_channels, kernel_size, stride),
-            DimsNorm(norm, out_channels),
-        ]
-        if act is not None:
-            layers.append(get_act_layer(act))
+        if act_first and act is None:
+            raise ValueError("act_first needs an activation")
+        conv = DimsConv(in_channels, out_channels, kernel_size, stride, bias=act_first)
+        if act_first:
+            layers: list[nn.Module] = [conv, get_act_layer(act), DimsNorm(norm, out_channels)]
+        else:
+            layers = [conv, DimsNorm(norm, out_channels)]
+            if act is not None:
+                layers.append(get_act_layer(act))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         super().__init__(*layers)
