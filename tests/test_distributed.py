@@ -58,9 +58,11 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: st
             assert (got[0]["losses"][task] + got[1]["losses"][task]) / 2 == pytest.approx(loss, rel=1e-3), f"step {step} {task}"
         if "grad_norms" in expected:
             # a gradient reacts more to the rounding drift than the loss does: ITW's focused weights
-            # (3x on the central task) put the nodule norm 1.07 % off after 9 steps here; a wrong
-            # reduction across ranks would be off by 30 % or more (sqrt(2), 2x)
-            assert got[0]["grad_norms"] == pytest.approx(expected["grad_norms"], rel=2e-2), f"step {step}"
+            # (3x on the central task) put the nodule norm 1.07 % off after 9 steps here, and with the
+            # volume stem's activation before its norm (a kink that rounding can cross) PFLP's was
+            # 2.2 % off at step 5; a wrong reduction across ranks would be off by 30 % or more
+            # (sqrt(2), 2x)
+            assert got[0]["grad_norms"] == pytest.approx(expected["grad_norms"], rel=5e-2), f"step {step}"
     for name, value in single["state"].items():
         torch.testing.assert_close(ranks[0]["state"][name], ranks[1]["state"][name], rtol=0, atol=0, msg=f"{name} differs across ranks")
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-3, atol=1e-4, msg=f"{name}: 2 ranks vs 1 process")

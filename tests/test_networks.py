@@ -16,6 +16,7 @@ from medmtl.networks import (
     DimsNorm,
     MultiTaskNet,
     SharedEncoder,
+    StemConv,
     apply_freeze,
     benchmark_encoder_2d,
     load_pretrained,
@@ -439,7 +440,7 @@ def test_summary_cli_reports_components_and_ratio(capsys) -> None:
     assert report["parameter_ratio"] == pytest.approx(report["parameters"]["total"] / report["single_task_total"])
 
 
-def test_stem_keeps_the_absolute_intensity_level_that_conv_then_instance_norm_erases() -> None:
+def test_stem_keeps_the_absolute_level_of_volumes_that_conv_then_instance_norm_erases() -> None:
     """A calcified (1.0) and a solid (0.74) nodule of the same shape on air (0) must stay apart."""
     torch.manual_seed(0)
     shape = torch.zeros(1, 1, 12, 12, 12)
@@ -449,7 +450,21 @@ def test_stem_keeps_the_absolute_intensity_level_that_conv_then_instance_norm_er
     # conv without bias is linear and instance norm scale-invariant: the two levels come out alike
     assert torch.allclose(norm_first(solid), norm_first(calcified), atol=1e-2)
     stem = SharedEncoder(1, channels=(4,), num_res_units=0).stages[0][0]
-    assert isinstance(stem[0], DimsConv) and stem[0].bias is not None and isinstance(stem[2], DimsNorm)  # act between
+    assert isinstance(stem, StemConv)
     with torch.no_grad():
-        stem[0].bias.fill_(-0.8)  # a threshold between the two levels, as training can learn
+        stem.conv.bias.fill_(-0.8)  # a threshold between the two levels, as training can learn
     assert (stem(solid) - stem(calcified)).abs().max() > 0.1
+
+
+def test_stem_is_norm_first_on_images_so_its_bias_cancels() -> None:
+    """2D inputs (uncalibrated radiographs) keep conv -> norm -> act: the bias changes nothing."""
+    torch.manual_seed(0)
+    stem = StemConv(1, 4)
+    image = torch.rand(2, 1, 16, 16)
+    before = stem(image)
+    with torch.no_grad():
+        stem.conv.bias.add_(torch.tensor([-2.0, 0.5, 3.0, -0.1]))
+    assert torch.allclose(stem(image), before, atol=1e-5)
+    scripted = torch.jit.script(stem)
+    for x in (image, torch.rand(1, 1, 8, 8, 8)):
+        assert torch.allclose(scripted(x), stem(x), atol=1e-6)

@@ -22,7 +22,7 @@ from medmtl.networks.accounting import (
     single_task_parameter_total,
 )
 from medmtl.networks.benchmark import benchmark_encoder_2d, plain_2d_twin
-from medmtl.networks.blocks import ConvNormAct, DimsConv, DimsNorm, ResidualBlock
+from medmtl.networks.blocks import ConvNormAct, DimsConv, DimsNorm, ResidualBlock, StemConv
 from medmtl.networks.detection import (
     PyramidFPN,
     RetinaNetHead,
@@ -45,6 +45,7 @@ from medmtl.networks.transfer import FREEZE_POLICIES, apply_freeze, load_pretrai
 __all__ = [
     "ClassificationHead",
     "ConvNormAct",
+    "StemConv",
     "CrossStitch",
     "DimsConv",
     "DimsNorm",

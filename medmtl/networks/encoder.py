@@ -23,7 +23,7 @@ Alternatives considered:
   weights too, but changes the 3D architecture and adds a layer per conv; collapsing keeps a
   standard 3D network.
 
-Layout: stage 0 is a stride-1 conv (``in_channels -> channels[0]``, activated before its norm) plus ``num_res_units``
+Layout: stage 0 is a stride-1 :class:`~medmtl.networks.blocks.StemConv` (``in_channels -> channels[0]``) plus ``num_res_units``
 residual blocks; stage ``i > 0`` is a stride-2 conv (``channels[i-1] -> channels[i]``) plus
 ``num_res_units`` residual blocks. The output of stage ``i`` is pyramid level ``i``, at stride
 ``2**i`` (level 0 at input resolution), so dense heads can predict at input size when the input's
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medmtl.networks.blocks import DEFAULT_ACT, DEFAULT_NORM, ConvNormAct, ResidualBlock
+from medmtl.networks.blocks import DEFAULT_ACT, DEFAULT_NORM, ConvNormAct, ResidualBlock, StemConv
 
 __all__ = ["SharedEncoder", "DEFAULT_CHANNELS", "DEFAULT_NORM", "DEFAULT_ACT"]
 
@@ -117,12 +117,12 @@ class SharedEncoder(nn.Module):
         stages = nn.ModuleList()
         for i in range(start, stop):
             c_in = self.in_channels if i == 0 else self.channels[i - 1]
-            # the stem (stage 0's conv) activates before it normalises: see ConvNormAct's act_first
-            layers: list[nn.Module] = [
-                ConvNormAct(
-                    c_in, self.channels[i], self.kernel_size, 1 if i == 0 else 2, self.norm, self.act, act_first=i == 0
-                )
-            ]
+            first: nn.Module = (
+                StemConv(c_in, self.channels[i], self.kernel_size, self.norm, self.act)
+                if i == 0
+                else ConvNormAct(c_in, self.channels[i], self.kernel_size, 2, self.norm, self.act)
+            )
+            layers: list[nn.Module] = [first]
             layers += [
                 ResidualBlock(self.channels[i], self.kernel_size, self.norm, self.act, self.dropout)
                 for _ in range(self.num_res_units)
