@@ -197,7 +197,7 @@ class StemConv(nn.Module):
     out the same whatever the two levels). Activating first keeps it: on the ``benchmark`` nodule
     baseline test AUC 0.854 / 0.851 / 0.874 (seeds 0-2) against 0.816 / 0.811 / 0.773, calcified
     (benign) nodules no longer at p = 0.5, and in the main job on data seed 7 the spleen went from
-    Dice 0.000 to 0.880. Radiograph and mammogram values depend on exposure and processing, not on
+    Dice 0.000 to 0.877. Radiograph and mammogram values depend on exposure and processing, not on
     tissue alone, and the same order there made the CXR baseline fragile (seed 0 test AUC 0.778,
     pneumothorax 0.59, against 0.998 norm-first), so 2D inputs keep conv -> norm -> activation, for
     which the bias is a per-channel constant the instance norm removes.
