@@ -148,6 +148,17 @@ def test_accumulating_one_task_at_a_time_gives_the_fused_update(weighting: str) 
             torch.testing.assert_close(states[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_trainer_moves_the_losses_tensors_to_its_device() -> None:
+    """The organ loss holds class weights: on CUDA they must sit beside the outputs (the first GPU
+    run failed in cross_entropy with 'weight is on cpu'). The meta device stands in for CUDA here."""
+    net = make_net()
+    trainer = MultiTaskTrainer(device=torch.device("meta"), max_epochs=1, train_data_loader=make_loader(), network=net,
+                               optimizer=torch.optim.SGD(net.parameters(), lr=0.01), weighting=build_weighting("equal", TASKS))
+    buffers = [b for loss in trainer.loss_function.values() if isinstance(loss, torch.nn.Module) for b in loss.buffers()]
+    assert buffers, "the organ loss should hold its class weights"
+    assert {b.device.type for b in buffers} == {"meta"}
+
+
 def test_accumulation_is_refused_where_it_cannot_hold() -> None:
     net = make_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)

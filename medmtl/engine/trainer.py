@@ -190,6 +190,11 @@ class MultiTaskTrainer(Trainer):
         for spec in self.tasks:
             if spec.name not in self.loss_function:
                 self.loss_function[spec.name] = spec.make_loss()
+        for loss in self.loss_function.values():
+            # losses hold tensors too (the organ loss's class weights): on CUDA they must sit beside
+            # the outputs, found when the first GPU run failed in cross_entropy
+            if isinstance(loss, torch.nn.Module):
+                loss.to(device)
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.nonfinite = nonfinite
