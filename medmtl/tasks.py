@@ -12,22 +12,29 @@ Example:
     >>> from medmtl.tasks import TaskSpec, register_task
     >>> register_task(TaskSpec(
     ...     name="cxr_cardiomegaly", modality="cxr", spatial_dims=2, kind="classification",
-    ...     class_names=("normal", "cardiomegaly"), patch_size=(224, 224)))
+    ...     class_names=("normal", "cardiomegaly"), patch_size=(224, 224),
+    ...     batch_size=16, pipeline_options={"spatial_size": [128, 128]}))
+
+    Unset metrics and loss come from the kind (:data:`KIND_DEFAULTS`). A bundle trains such a task
+    when the module holding the call is named in its ``task_plugins`` setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 __all__ = [
     "KINDS",
+    "KIND_DEFAULTS",
     "MODALITIES",
     "TaskSpec",
     "TASKS",
     "get_task",
+    "import_task_plugins",
     "register_task",
     "resolve_tasks",
 ]
@@ -76,6 +83,17 @@ def _bce_loss() -> Any:
     return torch.nn.BCEWithLogitsLoss()
 
 
+#: What a task of each kind gets when its spec leaves ``metrics``, ``key_metric`` or ``loss`` unset,
+#: so that a new task of an existing kind is one :func:`register_task` call with no more than its
+#: names and sizes.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "segmentation": {"metrics": ("dice", "hd95"), "key_metric": "dice", "loss": _dice_ce_loss},
+    "classification": {"metrics": ("auc", "accuracy"), "key_metric": "auc", "loss": _ce_loss},
+    "multilabel": {"metrics": ("auc",), "key_metric": "auc", "loss": _bce_loss},
+    "detection": {"metrics": ("map", "froc"), "key_metric": "map", "loss": None},  # RetinaNetDetector's loss
+}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What one task is.
@@ -89,11 +107,21 @@ class TaskSpec:
             for ``classification`` one name per class; for ``multilabel`` one name per label;
             for ``detection`` one name per object class.
         patch_size: spatial size of training inputs (crop / resize target).
-        metrics: names from :data:`METRICS` the evaluator computes for this task.
-        key_metric: the metric that summarises the task (model selection, Delta_m).
-        loss: factory of the training loss; ``None`` for detection, whose loss lives in
-            MONAI's ``RetinaNetDetector``.
+        metrics: names from :data:`METRICS` the evaluator computes for this task (default: the
+            kind's, :data:`KIND_DEFAULTS`).
+        key_metric: the metric that summarises the task (model selection, Delta_m; default: the
+            kind's).
+        loss: factory of the training loss (default: the kind's); ``None`` for detection, whose
+            loss lives in MONAI's ``RetinaNetDetector``.
         description: one line for docs and ``metadata.json``.
+        batch_size: training batch size per rank where a bundle's ``batch_size`` has no entry
+            for the task.
+        val_batch_size: the same for validation and evaluation (``val_batch_size``).
+        share: relative step share where a bundle's ``task_shares`` has no entry (see
+            ``MultiTaskLoader(shares=...)``).
+        pipeline_options: keyword arguments of :func:`medmtl.data.modality_transforms` for this
+            task (e.g. ``{"spatial_size": [128, 128]}``); a bundle's ``pipeline_options`` entry
+            for the task overrides them key by key.
     """
 
     name: str
@@ -106,6 +134,10 @@ class TaskSpec:
     key_metric: str = ""
     loss: Callable[[], Any] | None = None
     description: str = ""
+    batch_size: int = 1
+    val_batch_size: int = 1
+    share: int = 1
+    pipeline_options: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +147,17 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: unknown modality {self.modality!r}, expected one of {sorted(MODALITIES)}")
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"task {self.name!r}: spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        defaults = KIND_DEFAULTS[self.kind]
+        if not self.metrics:
+            object.__setattr__(self, "metrics", defaults["metrics"])
+            object.__setattr__(self, "key_metric", self.key_metric or defaults["key_metric"])
+        if self.loss is None and self.kind != "detection":
+            object.__setattr__(self, "loss", defaults["loss"])
+        for name in ("batch_size", "val_batch_size", "share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"task {self.name!r}: {name} must be an integer >= 1, got {value!r}")
+        object.__setattr__(self, "pipeline_options", dict(self.pipeline_options))  # copied: later edits of the caller's dict do not reach the spec
         if len(self.patch_size) != self.spatial_dims:
             raise ValueError(f"task {self.name!r}: patch_size {self.patch_size} does not have {self.spatial_dims} dims")
         unknown = set(self.metrics) - set(METRICS)
@@ -138,6 +181,11 @@ class TaskSpec:
         """True when the label is an image file that must be loaded with the image."""
         return self.kind == "segmentation"
 
+    def options(self, pipeline_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """This task's pipeline options: its own defaults, overridden key by key by its entry in a
+        bundle's ``{task: options}`` mapping."""
+        return {**self.pipeline_options, **dict((pipeline_options or {}).get(self.name, {}))}
+
     def make_loss(self) -> Any:
         """A new loss module for this task, or ``None`` when the head computes its own loss."""
         return None if self.loss is None else self.loss()
@@ -160,6 +208,33 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}") from None
+
+
+def import_task_plugins(modules: str | Iterable[str] | None) -> list[str]:
+    """Import the modules that register tasks from outside medmtl (a bundle's ``task_plugins``).
+
+    Args:
+        modules: module names, as a list or one comma-separated string; ``None`` or empty: none.
+
+    Returns:
+        The module names, in order.
+
+    Raises:
+        ImportError: a module cannot be imported (names it and how it is looked up).
+    """
+    if not modules:
+        return []
+    names = [m.strip() for m in modules.split(",")] if isinstance(modules, str) else [str(m).strip() for m in modules]
+    names = [m for m in names if m]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(
+                f"task plugin {name!r} cannot be imported ({e}); it must be an importable module name "
+                "(on sys.path or PYTHONPATH), not a file path"
+            ) from e
+    return names
 
 
 def resolve_tasks(names: str | Iterable[str] | None) -> list[TaskSpec]:

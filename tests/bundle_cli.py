@@ -10,6 +10,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "medmtl_multitask" / "configs"
+#: Overrides that make the bundle train in seconds on the tiny preset (one worker, small inputs and widths).
+SHRINK = {
+    "num_workers": 0,
+    "pipeline_options#ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32], "num_samples": 1},
+    "pipeline_options#mammo_mass_det#spatial_size": [64, 96],
+    "pipeline_options#cxr_findings#spatial_size": [64, 64],
+    "channels": [8, 16, 32, 32],
+}
 
 
 def cli_args(overrides: dict) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_cli import CONFIGS, REPO, bundle_run, check, cli_args
+from bundle_cli import CONFIGS, REPO, SHRINK, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medmtl.engine.cases import key_metric_of_cases
@@ -23,13 +23,6 @@ TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
 MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
 METADATA, SCHEMA = CONFIGS / "metadata.json", CONFIGS / "metadata_schema.json"
 
-SHRINK = {
-    "num_workers": 0,
-    "pipeline_options#ct_organ_seg": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [32, 32, 32], "num_samples": 1},
-    "pipeline_options#mammo_mass_det#spatial_size": [64, 96],
-    "pipeline_options#cxr_findings#spatial_size": [64, 64],
-    "channels": [8, 16, 32, 32],
-}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +41,12 @@ def test_configs_are_in_model_zoo_json_form_and_the_bundle_has_its_license() -> 
 
 
 def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
-    assert per_task({"a": 1, "b": 2, "c": 3}, ["b", "a"], "batch_size") == {"b": 2, "a": 1}
-    with pytest.raises(ConfigError, match=r"--batch_size has no value for task\(s\) \['b'\]"):
+    assert per_task({"cxr_findings": 2, "nodule_malignancy": 3, "x": 4}, ["nodule_malignancy", "cxr_findings"], "batch_size") == {
+        "nodule_malignancy": 3, "cxr_findings": 2}
+    with pytest.raises(ConfigError, match="must map each task"):
+        per_task(4, ["cxr_findings"], "batch_size")
+    with pytest.raises(KeyError, match="unknown task 'b'"):
         per_task({"a": 1}, ["a", "b"], "batch_size")
-    assert per_task({"a": 3, "c": 2}, ["a", "b"], "task_shares", default=1) == {"a": 3, "b": 1}
     with pytest.raises(ConfigError, match="--resume true but .* holds no complete checkpoint"):
         check_output_dirs(tmp_path / "models", tmp_path / "eval", resume=True)
     with pytest.raises(ConfigError, match="no datalist.json in .*mistyped .no such folder.: check --dataset_dir"):

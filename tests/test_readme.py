@@ -39,7 +39,7 @@ def test_readme_python_quickstart_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("doc", ["docs/architecture.md"])
 def test_architecture_example_trains(tmp_path: Path, doc: str) -> None:
     text = (README.parent / doc).read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (code,) = re.findall(r"## Training from Python\n.*?```python\n(.*?)```", text, flags=re.S)
     generate(tmp_path / "data" / "tiny", preset="tiny", seed=0)
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

@@ -25,7 +25,7 @@ from medmtl.engine.delta_m import load_baselines
 from medmtl.engine.evaluator import TaskChainLoader
 from medmtl.engine.sampling import KeepListsCollate
 from medmtl.errors import ConfigError
-from medmtl.tasks import TaskSpec, get_task, resolve_tasks
+from medmtl.tasks import TaskSpec, get_task, import_task_plugins, resolve_tasks
 
 __all__ = [
     "check_eval_output",
@@ -65,8 +65,13 @@ def default_bundle_root() -> str:
     )
 
 
-def task_names(tasks: str | Sequence[str] | None) -> list[str]:
-    """Task names from a comma-separated string or a list (``None``: every registered task)."""
+def task_names(tasks: str | Sequence[str] | None, plugins: str | Sequence[str] | None = None) -> list[str]:
+    """Task names from a comma-separated string or a list (``None``: every registered task).
+
+    ``plugins`` (the bundle's ``task_plugins``) are imported first, so the tasks they register
+    can be named (:func:`medmtl.tasks.import_task_plugins`).
+    """
+    import_task_plugins(plugins)
     return [s.name for s in resolve_tasks(tasks)]
 
 
@@ -124,7 +129,7 @@ def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None =
 
     def factory(task: str) -> Any:
         spec = get_task(task)
-        transforms = modality_transforms(spec.modality, mode, task=spec, **dict(opts.get(task, {})))
+        transforms = modality_transforms(spec.modality, mode, task=spec, **spec.options(opts))
         if mode == "train":
             transforms.set_random_state(seed=seed)
         return transforms
@@ -179,7 +184,7 @@ def validation_loader(
     distributed = dist.is_available() and dist.is_initialized()
     loaders = {}
     for task, ds in datasets.items():
-        bs = batch_size if isinstance(batch_size, int) else int(batch_size.get(task, 1))
+        bs = batch_size if isinstance(batch_size, int) else int(batch_size.get(task, get_task(task).val_batch_size))
         if distributed:
             ds = Subset(ds, list(range(dist.get_rank(), len(ds), dist.get_world_size())))
         loaders[task] = DataLoader(
@@ -244,27 +249,27 @@ def flag(value: bool | int | str | None, name: str = "flag") -> bool:
         raise ConfigError(f"--{name} {value!r}: expected true or false") from None
 
 
-def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str, default: Any = None) -> dict[str, Any]:
-    """``{task: values[task]}`` for the trained tasks of a per-task bundle setting.
+#: Per-task bundle settings and the :class:`~medmtl.tasks.TaskSpec` field that gives a task's default.
+PER_TASK_DEFAULTS = {"batch_size": "batch_size", "val_batch_size": "val_batch_size", "task_shares": "share"}
+
+
+def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str) -> dict[str, Any]:
+    """``{task: value}`` of a per-task bundle setting for the trained tasks.
 
     Entries for tasks that are not trained are dropped, so one bundle setting serves any
-    ``--tasks`` subset. With a ``default``, a trained task without an entry gets it.
+    ``--tasks`` subset. A trained task without an entry gets its registered default (the
+    :class:`~medmtl.tasks.TaskSpec` field named in :data:`PER_TASK_DEFAULTS`), so a task
+    registered from outside the bundle needs no edit of its configs.
 
     Raises:
-        ConfigError: ``values`` is not a mapping or, without a ``default``, lacks a trained task
-            (names ``key``, the missing tasks and how to set them).
+        ConfigError: ``values`` is not a mapping, or ``key`` is not a per-task setting.
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"--{key} must map each task to a value, got {values!r}")
-    if default is not None:
-        return {t: values.get(t, default) for t in tasks}
-    missing = [t for t in tasks if t not in values]
-    if missing:
-        raise ConfigError(
-            f"--{key} has no value for task(s) {missing} (it has {sorted(values)}); add them, "
-            f"e.g. --{key}#{missing[0]} 4"
-        )
-    return {t: values[t] for t in tasks}
+    if key not in PER_TASK_DEFAULTS:
+        raise ConfigError(f"{key!r} is not a per-task setting; expected one of {sorted(PER_TASK_DEFAULTS)}")
+    field_name = PER_TASK_DEFAULTS[key]
+    return {t: values[t] if t in values else getattr(get_task(t), field_name) for t in tasks}
 
 
 def check_output_dirs(

@@ -20,9 +20,9 @@ from typing import Any
 
 from medmtl.engine.checkpoint import load_checkpoint
 from medmtl.errors import CheckpointError, ConfigError
-from medmtl.tasks import get_task, resolve_tasks
+from medmtl.tasks import get_task, import_task_plugins, resolve_tasks
 
-__all__ = ["CONFIG_KEY", "MODEL_CONFIG_KEYS", "ModelConfig", "patch_size", "resolve_model_config", "training_defaults"]
+__all__ = ["CONFIG_KEY", "MODEL_CONFIG_KEYS", "PLUGINS_KEY", "ModelConfig", "patch_size", "resolve_model_config", "training_defaults"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 CONFIG_KEY = "config"
 #: The settings a checkpoint records.
 MODEL_CONFIG_KEYS = ("tasks", "sharing", "channels", "fpn_channels", "pipeline_options")
+#: Key of the modules that registered the model's tasks (a bundle's ``task_plugins``).
+PLUGINS_KEY = "task_plugins"
 _VERSION = 1
 
 
@@ -58,12 +60,20 @@ class ModelConfig:
         channels: Sequence[int],
         fpn_channels: int,
         pipeline_options: Mapping[str, Any] | None = None,
+        task_plugins: str | Sequence[str] | None = None,
     ) -> None:
-        given = {"tasks": tasks, "sharing": sharing, "channels": channels, "fpn_channels": fpn_channels, "pipeline_options": pipeline_options or {}}
+        self.task_plugins = import_task_plugins(task_plugins)
+        options = dict(pipeline_options or {})
+        # a registered task's own pipeline defaults are recorded with the bundle's overrides, so the
+        # checkpoint preprocesses as it was trained even if the task's module changes them later
+        options.update({s.name: s.options(options) for s in resolve_tasks(tasks) if s.pipeline_options})
+        given = {"tasks": tasks, "sharing": sharing, "channels": channels, "fpn_channels": fpn_channels, "pipeline_options": options}
         self.values = {k: _normalise(k, v) for k, v in given.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": _VERSION, **self.values}
+        # task_plugins is recorded so inference imports them, but not compared on resume: it names
+        # where the tasks come from, not what the model is
+        return {"version": _VERSION, **self.values, PLUGINS_KEY: list(self.task_plugins)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         diff = {k: (state.get(k), v) for k, v in self.values.items() if state.get(k) != v}
@@ -79,12 +89,16 @@ def training_defaults(config_file: str | Path) -> dict[str, Any]:
     parser = ConfigParser()
     try:
         parser.read_config(str(config_file))
+        if PLUGINS_KEY in parser:
+            import_task_plugins(parser.get_parsed_content(PLUGINS_KEY))
         return {k: _normalise(k, parser.get_parsed_content(k)) for k in MODEL_CONFIG_KEYS}
     except (OSError, KeyError, ValueError) as e:
         raise ConfigError(f"{config_file}: cannot read the training defaults {list(MODEL_CONFIG_KEYS)} ({e})") from None
 
 
-def resolve_model_config(ckpt_path: str | Path, defaults: str | Path | None = None, **given: Any) -> dict[str, Any]:
+def resolve_model_config(
+    ckpt_path: str | Path, defaults: str | Path | None = None, task_plugins: str | Sequence[str] | None = None, **given: Any
+) -> dict[str, Any]:
     """The settings of the model in ``ckpt_path``, with the user's overrides checked against them.
 
     Args:
@@ -93,6 +107,8 @@ def resolve_model_config(ckpt_path: str | Path, defaults: str | Path | None = No
             network when ``ckpt_path`` does not exist yet, so that the bundle's network can be
             built and checked without weights (model-zoo's ``verify_net_in_out`` on
             ``inference.json``); loading the weights still fails with a named error then.
+        task_plugins: modules that register tasks, imported before the checkpoint's tasks are
+            read; the checkpoint's own record of them (:data:`PLUGINS_KEY`) is imported too.
         given: values of :data:`MODEL_CONFIG_KEYS` the user set; ``None``, ``""`` or empty means
             "take it from the checkpoint".
 
@@ -109,12 +125,15 @@ def resolve_model_config(ckpt_path: str | Path, defaults: str | Path | None = No
     unknown = sorted(set(given) - set(MODEL_CONFIG_KEYS))
     if unknown:
         raise ConfigError(f"unknown model settings {unknown}; the checkpoint records {list(MODEL_CONFIG_KEYS)}")
+    import_task_plugins(task_plugins)
     if defaults is not None and not Path(ckpt_path).exists():
         logger.warning("%s: no checkpoint; the network is described by %s and has no trained weights", ckpt_path, defaults)
         saved = training_defaults(defaults)
         return {k: saved[k] if _unset(given.get(k)) else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
     state = load_checkpoint(ckpt_path)
     saved = state.get(CONFIG_KEY)
+    if saved is not None:
+        import_task_plugins(saved.get(PLUGINS_KEY))
     if saved is None:
         # the preprocessing may be left at the pipelines' defaults; the network layout may not
         missing = [k for k in MODEL_CONFIG_KEYS if k != "pipeline_options" and _unset(given.get(k))]
@@ -138,5 +157,5 @@ def resolve_model_config(ckpt_path: str | Path, defaults: str | Path | None = No
 
 def patch_size(config: Mapping[str, Any], task: str) -> list[int]:
     """The input size ``task`` was trained at: its ``spatial_size`` option, else the task's default."""
-    size = config["pipeline_options"].get(task, {}).get("spatial_size")
+    size = get_task(task).options(config["pipeline_options"]).get("spatial_size")
     return list(size) if size else list(get_task(task).patch_size)
