@@ -14,7 +14,15 @@ from bundle_cli import CONFIGS, REPO, SHRINK, bundle_run, check, cli_args
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medmtl.engine.cases import key_metric_of_cases
-from medmtl.engine.components import check_output_dirs, default_bundle_root, ensure_dataset, flag, per_task, validation_loader
+from medmtl.engine.components import (
+    check_output_dirs,
+    default_bundle_root,
+    ensure_dataset,
+    flag,
+    per_task,
+    prepare_datalist,
+    validation_loader,
+)
 from medmtl.engine.metrics import summary_key
 from medmtl.errors import CheckpointError, ConfigError
 from medmtl.tasks import get_task
@@ -54,6 +62,15 @@ def test_bundle_setting_errors_are_named(tmp_path: Path) -> None:
     assert not (tmp_path / "mistyped").exists()
     with pytest.raises(ConfigError, match=r"'validation' section holds no entries for task\(s\) \['cxr_findings'\]"):
         validation_loader({"nodule_malignancy": [{"image": 0}], "cxr_findings": []}, 1, 0, ["nodule_malignancy", "cxr_findings"], "validation")
+
+
+def test_the_data_step_reads_the_datalist_the_run_reads(tiny: Path, tmp_path: Path) -> None:
+    """A --datalist given directly is used as it is: no synthetic data appears in the default folder."""
+    default = tmp_path / "synthetic_tiny"
+    assert prepare_datalist(tiny / "datalist.json", "tiny", generate=False, default_dir=default) == str(tiny / "datalist.json")
+    assert not default.exists()
+    with pytest.raises(ConfigError, match="no elsewhere.json in .*check --dataset_dir"):
+        prepare_datalist(tiny / "elsewhere.json", "tiny", generate=False, default_dir=default)
 
 
 def test_metadata_verifies_against_shipped_schema() -> None:

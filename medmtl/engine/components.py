@@ -28,6 +28,7 @@ from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task, import_task_plugins, resolve_tasks
 
 __all__ = [
+    "attach_checkpointing",
     "check_eval_output",
     "check_output_dirs",
     "collate_functions",
@@ -35,6 +36,8 @@ __all__ = [
     "flag",
     "merge_baselines",
     "optimizer_param_groups",
+    "per_task",
+    "prepare_datalist",
     "prepare_network",
     "task_names",
     "task_transforms",
@@ -112,6 +115,18 @@ def ensure_dataset(
     # the samples are independent: one process per core (at most 4) cuts the wait of a first run
     workers = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
     return str(generate(dataset_dir, preset=preset, seed=seed, workers=workers))
+
+
+def prepare_datalist(
+    datalist: str | Path, preset: str = "small", seed: int = 0, generate: bool | str = False, default_dir: str | Path | None = None
+) -> str:
+    """The bundle's data step: :func:`ensure_dataset` for the folder and file name of ``datalist``.
+
+    Keyed on the datalist the run reads (``@datalist``), so a ``--datalist`` given directly is
+    used as it is and never makes the run generate data elsewhere.
+    """
+    path = Path(datalist)
+    return ensure_dataset(path.parent, preset, seed, datalist_name=path.name, generate=generate, default_dir=default_dir)
 
 
 def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Callable[[str], Any]:
@@ -270,6 +285,18 @@ def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str) -> dict[
         raise ConfigError(f"{key!r} is not a per-task setting; expected one of {sorted(PER_TASK_DEFAULTS)}")
     field_name = PER_TASK_DEFAULTS[key]
     return {t: values[t] if t in values else getattr(get_task(t), field_name) for t in tasks}
+
+
+def attach_checkpointing(trainer: Any, saver: Any = None, loader: Any = None) -> None:
+    """Attach the epoch checkpoint saver and the resume loader to ``trainer`` (either may be ``None``:
+    the saver is disabled on ranks other than 0, the loader when not resuming).
+
+    They save and restore the trainer itself, so they cannot be among the handlers the trainer is
+    built with (a cycle in the config); the bundle attaches them once the trainer exists.
+    """
+    for handler in (saver, loader):
+        if handler is not None:
+            handler.attach(trainer)
 
 
 def check_output_dirs(
