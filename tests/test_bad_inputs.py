@@ -18,6 +18,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import PIL.Image
 import pydicom
 import pytest
 
@@ -54,6 +55,8 @@ def corpus(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "folder.png").mkdir()
     os.symlink(d / "gone.png", d / "dangling.png")
     shutil.copy(tiny / "cxr" / "cxr_000.png", d / "good.png")
+    # a readable bitmap of a type the loaders do not take: the datalist check once passed it
+    PIL.Image.open(d / "good.png").save(d / "good.bmp")
 
     rng = np.random.default_rng(0)
     vol = rng.random((8, 8, 8), dtype=np.float32)
@@ -116,6 +119,7 @@ DATALIST_CASES = {
     "folder_not_file": ({**CXR, "image": "folder.png"}, "is a directory"),
     "broken_symlink": ({**CXR, "image": "dangling.png"}, "broken symbolic link"),
     "missing_file": ({**CXR, "image": "nowhere.png"}, "not found"),
+    "unsupported_type": ({**CXR, "image": "good.bmp"}, "unsupported image type"),
     "four_d_volume": ({"task": "nodule_malignancy", "image": "four_d.nii.gz", "label": 0}, "more than the 3 spatial dims"),
     "class_out_of_range": ({"task": "nodule_malignancy", "image": "nan.nii.gz", "label": 2}, "out of range"),
     "multilabel_not_binary": ({**CXR, "image": "good.png", "label": [0, 2, 0]}, "list of 0/1"),

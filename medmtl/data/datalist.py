@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from medmtl.data.formats import is_dicom_file
+from medmtl.data.formats import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, image_format, is_dicom_file
 from medmtl.errors import ConfigError, DatalistError, DatalistProblem
 from medmtl.tasks import TASKS, TaskSpec
 
@@ -34,9 +34,6 @@ ON_ERROR = ("raise", "skip")
 
 BOX_MODES = {2: ("xyxy", "xywh", "ccwh"), 3: ("xyzxyz", "xyzwhd", "cccwhd")}
 
-_DICOM_SUFFIXES = (".dcm", ".dicom", "")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # Uncompressed transfer syntaxes, whose pixel data size follows from the header.
 _NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 # Values larger than this are not read when checking a DICOM header (the pixel data).
@@ -65,7 +62,6 @@ def read_image_size(path: str | Path) -> tuple[int, ...]:
 
 
 def _read_size(path: Path) -> tuple[int, ...]:
-    name = path.name.lower()
     if path.is_dir():
         # a series folder may hold other files too (LIDC keeps its XML reads beside the slices)
         files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom_file(f)]
@@ -76,11 +72,12 @@ def _read_size(path: Path) -> tuple[int, ...]:
         # every slice's geometry and pixel data, before anything is stacked or trained on
         check_series_geometry(largest_series(files), path)
         return (*_dicom_size(files[0]), len(files))
-    if name.endswith(_NIFTI_SUFFIXES):
+    fmt = image_format(path)  # the readers' choice: a type they cannot read fails here, before training
+    if fmt == "nifti":
         import nibabel as nib
 
         return tuple(int(s) for s in nib.load(str(path)).shape)
-    if name.endswith(_RASTER_SUFFIXES):
+    if fmt == "pil":
         from PIL import Image
 
         from medmtl.data.presentation import displayed_size
@@ -188,7 +185,7 @@ def _header_problem(path: Path, what: str, spatial_dims: int) -> tuple[str | Non
         return f"{what} is a broken symbolic link (to {os.readlink(path)})", ()
     if not path.exists():
         return f"{what} file not found: {path}", ()
-    if path.is_dir() and path.name.lower().endswith(_NIFTI_SUFFIXES + _RASTER_SUFFIXES + _DICOM_SUFFIXES[:2]):
+    if path.is_dir() and path.name.lower().endswith(NIFTI_SUFFIXES + PIL_SUFFIXES + DICOM_SUFFIXES):
         return f"{what} is a directory, but its name says it is a file", ()
     if path.is_file() and path.stat().st_size == 0:
         return f"{what} file is empty (0 bytes)", ()

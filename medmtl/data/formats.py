@@ -1,12 +1,16 @@
-"""File-format sniffing that needs no imaging library (kept light: datalist validation uses it)."""
+"""The image formats medmtl reads, and sniffing them with no imaging library (kept light: datalist
+validation uses it). The one suffix table: datalist checks, readers and input routing all read it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["DICOM_SUFFIXES", "is_dicom_file"]
+__all__ = ["DICOM_SUFFIXES", "NIFTI_SUFFIXES", "PIL_SUFFIXES", "image_format", "is_dicom_file"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -21,3 +25,26 @@ def is_dicom_file(path: Path) -> bool:
     except OSError:
         return False
     return head[128:132] == b"DICM" or head.startswith(b"\x02\x00\x00\x00UL")
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The reader family of ``path``: ``"dicom"`` (file or series folder), ``"nifti"`` or ``"pil"``.
+
+    Raises:
+        ValueError: the path does not exist or its type is not supported.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return "dicom"
+    if not p.is_file():
+        raise ValueError("no such file or folder")
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(PIL_SUFFIXES):
+        return "pil"
+    if is_dicom_file(p):
+        return "dicom"
+    raise ValueError(
+        f"unsupported image type; expected NIfTI {NIFTI_SUFFIXES}, {PIL_SUFFIXES}, a DICOM file or a DICOM series folder"
+    )

@@ -34,7 +34,7 @@ from monai.data.utils import orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from medmtl.data.dicom_series import SeriesHounsfield, check_series_geometry, largest_series
-from medmtl.data.formats import DICOM_SUFFIXES, is_dicom_file
+from medmtl.data.formats import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, image_format, is_dicom_file
 from medmtl.data.presentation import VOI_LUT_KEY, DicomPresentation, dicom_presentation, mirror_constant
 
 __all__ = [
@@ -69,9 +69,6 @@ DICOM_TAGS: dict[str, str] = {
     "RescaleSlope": "0028|1053",
 }
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-
 #: Meta key of the VOI window ``(center, width)`` expressed in the value space of the returned array.
 VOI_WINDOW_KEY = "voi_window"
 
@@ -79,29 +76,6 @@ VOI_WINDOW_KEY = "voi_window"
 def dicom_tag(meta: dict[str, Any], name: str) -> str:
     """The value of DICOM attribute ``name`` (a key of :data:`DICOM_TAGS`) in ``meta``, ``""`` if absent."""
     return str(meta.get(DICOM_TAGS[name], "")).strip()
-
-
-def image_format(path: PathLike) -> str:
-    """The reader family of ``path``: ``"dicom"`` (file or series folder), ``"nifti"`` or ``"pil"``.
-
-    Raises:
-        ValueError: the path does not exist or its type is not supported.
-    """
-    p = Path(path)
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom"
-    if not p.is_file():
-        raise ValueError("no such file or folder")
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(PIL_SUFFIXES):
-        return "pil"
-    if is_dicom_file(p):
-        return "dicom"
-    raise ValueError(
-        f"unsupported image type; expected NIfTI {NIFTI_SUFFIXES}, {PIL_SUFFIXES}, a DICOM file or a DICOM series folder"
-    )
 
 
 class SimpleITKDicomReader(ImageReader):

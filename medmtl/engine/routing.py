@@ -75,7 +75,7 @@ from nibabel.filebasedimages import ImageFileError
 from pydicom.errors import InvalidDicomError
 
 from medmtl.data.datalist import SECTIONS, read_image_size
-from medmtl.data.readers import image_format
+from medmtl.data.formats import image_format
 from medmtl.data.transforms import MODALITY_TAGS
 from medmtl.errors import ConfigError, DatalistError, DatalistProblem
 from medmtl.tasks import TASKS
