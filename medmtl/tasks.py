@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from medmtl.errors import ConfigError
+
 __all__ = [
     "KINDS",
     "KIND_DEFAULTS",
@@ -237,15 +239,30 @@ def import_task_plugins(modules: str | Iterable[str] | None) -> list[str]:
     return names
 
 
-def resolve_tasks(names: str | Iterable[str] | None) -> list[TaskSpec]:
-    """Task specs from ``None`` (all), a comma-separated string or an iterable of names."""
+def resolve_tasks(names: str | Iterable[str | TaskSpec] | None) -> list[TaskSpec]:
+    """The one task-name resolver: specs from ``None`` (every registered task), a comma-separated
+    string, or an iterable of names and / or specs.
+
+    Raises:
+        ConfigError: an unknown name (listing the registered tasks), a name given twice, or none.
+    """
     if names is None:
         return list(TASKS.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    specs = [get_task(n) for n in names]
-    if not specs:
-        raise ValueError("no task selected")
+    items = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+    specs = []
+    for item in items:
+        if isinstance(item, TaskSpec):
+            specs.append(item)
+            continue
+        try:
+            specs.append(get_task(item))
+        except KeyError as err:
+            raise ConfigError(f"tasks: {err.args[0]}") from None
+    chosen = [s.name for s in specs]
+    if not chosen:
+        raise ConfigError("tasks: no task given")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"tasks: duplicate task names in {chosen}")
     return specs
 
 

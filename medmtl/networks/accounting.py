@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from medmtl.networks.multitask import MultiTaskNet, resolve_task_specs
-from medmtl.tasks import TaskSpec
+from medmtl.networks.multitask import MultiTaskNet
+from medmtl.tasks import TaskSpec, resolve_tasks
 
 __all__ = ["count_parameters", "parameter_summary", "single_task_parameter_total", "parameter_ratio"]
 
@@ -39,12 +39,12 @@ def single_task_parameter_total(tasks: str | Iterable[str | TaskSpec], **kwargs:
     """Sum of the parameters of one single-task ``MultiTaskNet`` per task, built with ``kwargs``
     (sharing-mode arguments are dropped: a single task has nothing to share)."""
     kwargs = {k: v for k, v in kwargs.items() if k not in _SHARING_ONLY}
-    return sum(count_parameters(MultiTaskNet([spec], **kwargs)) for spec in resolve_task_specs(tasks))
+    return sum(count_parameters(MultiTaskNet([spec], **kwargs)) for spec in resolve_tasks(tasks))
 
 
 def parameter_ratio(tasks: str | Iterable[str | TaskSpec], sharing: str = "hard", **kwargs: Any) -> float:
     """Parameters of the multi-task net over :func:`single_task_parameter_total` (same ``kwargs``)."""
-    specs = resolve_task_specs(tasks)
+    specs = resolve_tasks(tasks)
     return count_parameters(MultiTaskNet(specs, sharing=sharing, **kwargs)) / single_task_parameter_total(
         specs, **kwargs
     )

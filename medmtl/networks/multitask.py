@@ -22,29 +22,9 @@ from medmtl.networks.detection import RetinaNetHead, TaskDetector, build_detecto
 from medmtl.networks.encoder import DEFAULT_ACT, DEFAULT_CHANNELS, DEFAULT_NORM
 from medmtl.networks.heads import build_head
 from medmtl.networks.sharing import build_trunk
-from medmtl.tasks import TaskSpec, get_task
+from medmtl.tasks import TaskSpec, resolve_tasks
 
-__all__ = ["MultiTaskNet", "TaskView", "resolve_task_specs"]
-
-
-def resolve_task_specs(tasks: str | Iterable[str | TaskSpec]) -> list[TaskSpec]:
-    """Task specs from a comma-separated string or a list of names / specs (``ConfigError`` if bad)."""
-    items = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
-    specs = []
-    for item in items:
-        if isinstance(item, TaskSpec):
-            specs.append(item)
-            continue
-        try:
-            specs.append(get_task(item))
-        except KeyError as err:
-            raise ConfigError(f"tasks: {err.args[0]}") from None
-    names = [s.name for s in specs]
-    if not names:
-        raise ConfigError("tasks: no task given")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"tasks: duplicate task names in {names}")
-    return specs
+__all__ = ["MultiTaskNet", "TaskView"]
 
 
 class MultiTaskNet(nn.Module):
@@ -97,7 +77,7 @@ class MultiTaskNet(nn.Module):
         default_task: str | None = None,
     ):
         super().__init__()
-        specs = resolve_task_specs(tasks)
+        specs = resolve_tasks(tasks)
         self.task_specs = {s.name: s for s in specs}
         if default_task is not None and default_task not in self.task_specs:
             raise ConfigError(f"default_task {default_task!r} is not one of the tasks {list(self.task_specs)}")

@@ -21,8 +21,8 @@ from typing import Any
 
 from medmtl.networks.accounting import parameter_summary, single_task_parameter_total
 from medmtl.networks.benchmark import benchmark_encoder_2d
-from medmtl.networks.multitask import MultiTaskNet, resolve_task_specs
-from medmtl.tasks import TASKS
+from medmtl.networks.multitask import MultiTaskNet
+from medmtl.tasks import TASKS, resolve_tasks
 
 __all__ = ["main"]
 
@@ -45,7 +45,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry point; returns what it prints."""
     args = _parse(argv)
-    tasks = resolve_task_specs(args.tasks if args.tasks else list(TASKS))
+    tasks = resolve_tasks(args.tasks if args.tasks else list(TASKS))
     kwargs: dict[str, Any] = {"num_res_units": args.num_res_units, "fpn_channels": args.fpn_channels}
     if args.channels:
         kwargs["channels"] = tuple(args.channels)
