@@ -25,7 +25,7 @@ from medmtl.engine.inference import (
     task_preprocessing,
 )
 from medmtl.engine.model_config import ModelConfig, resolve_model_config
-from medmtl.engine.routing import pseudonymous_id, relative_id, route_datalist, route_folder
+from medmtl.data.routing import pseudonymous_id, relative_id, route_datalist, route_folder
 from medmtl.errors import CheckpointError, ConfigError, DatalistError
 from medmtl.networks import MultiTaskNet
 from medmtl.tasks import get_task

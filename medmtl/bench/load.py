@@ -3,7 +3,7 @@
 A study is one CT volume, one nodule patch, one chest X-ray and one mammogram of the synthetic
 ``tiny`` preset. Each study gets its own hard-linked copies of the files (so nothing keyed on
 paths is reused and every mask has its own name) and goes through exactly what
-``configs/inference.json`` builds: :func:`~medmtl.engine.routing.route_inputs`,
+``configs/inference.json`` builds: :func:`~medmtl.data.routing.route_inputs`,
 :class:`~medmtl.engine.inference.TaskDispatchd` preprocessing, :class:`MultiTaskPredictor` with
 NIfTI masks and ``predictions.json``. The process's resident set (``VmRSS``) is sampled after every
 item and its high-water mark (``VmHWM``) at the end of the warm-up and at the end of the run:
@@ -41,7 +41,7 @@ from medmtl.engine.inference import (
     task_postprocessing,
     task_preprocessing,
 )
-from medmtl.engine.routing import route_inputs
+from medmtl.data.routing import route_inputs
 from medmtl.networks import MultiTaskNet
 
 __all__ = ["inference_load", "study_datalist"]

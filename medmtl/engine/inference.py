@@ -2,7 +2,7 @@
 
 The pieces, wired by ``bundles/medmtl_multitask/configs/inference.json``:
 
-1. :func:`medmtl.engine.routing.route_inputs` lists the inputs (a datalist section or a scanned
+1. :func:`medmtl.data.routing.route_inputs` lists the inputs (a datalist section or a scanned
    folder) as items ``{"id", "task", "image", ...}``.
 2. :class:`TaskDispatchd` (over :func:`task_preprocessing`) applies each item's task pipeline:
    the eval pipelines of :func:`medmtl.data.modality_transforms`, with label keys optional.
@@ -37,7 +37,7 @@ Outputs, in ``output_dir``:
   ``[0, 1]``. Boxes are in pixels of the *stored* image (``x`` = column, ``y`` = row, origin at
   the outer corner of the first pixel, ``x2`` / ``y2`` exclusive: the convention of the datalist
   boxes), sorted by score; mask paths are relative to ``output_dir``. Items are identified only
-  by their id (see :mod:`medmtl.engine.routing`): no file paths or DICOM patient tags are written.
+  by their id (see :mod:`medmtl.data.routing`): no file paths or DICOM patient tags are written.
   ``docs/inference_schema.md`` of the bundle documents the schema for users.
 
 A run's outputs form one set. Masks are written to a hidden staging folder inside ``output_dir``
@@ -278,7 +278,7 @@ def task_postprocessing(preprocessing: Mapping[str, Compose]) -> dict[str, Compo
 class MultiTaskPredictor(Evaluator):
     """Predict every item of a loader with its task's head and write masks and ``predictions.json``.
 
-    Items (from :func:`medmtl.engine.routing.route_inputs`, preprocessed by :class:`TaskDispatchd`)
+    Items (from :func:`medmtl.data.routing.route_inputs`, preprocessed by :class:`TaskDispatchd`)
     are predicted one by one, since their shapes differ; the loader should not collate them
     (``collate_fn=monai.data.utils.no_collation``): each batch is a list of item dicts.
 
