@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "import_task_plugins",
     "register_task",
     "resolve_tasks",
+    "task_key",
 ]
 
 #: Task kinds and the label fields a datalist entry of that kind carries.
@@ -210,6 +212,16 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}") from None
+
+
+def task_key(task: str) -> int:
+    """A stable 64-bit integer for a task name.
+
+    Hashing the name (rather than using the task's position) keeps a task's sample order unchanged
+    when other tasks are added to or removed from the mix. ``hash()`` is salted per process, hence
+    blake2b.
+    """
+    return int.from_bytes(hashlib.blake2b(task.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def import_task_plugins(modules: str | Iterable[str] | None) -> list[str]:

@@ -30,7 +30,7 @@ from medmtl.data.transforms import (
     LoadMedicalImage,
     LoadMedicalImaged,
 )
-from medmtl.engine.sampling import task_datasets
+from medmtl.data.datasets import task_datasets
 from medmtl.errors import ConfigError, DatalistError, ImageLoadError, MedMTLError
 from medmtl.tasks import get_task
 

@@ -12,12 +12,12 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, MapTransform, RandomizableTransform
 
+from medmtl.data.datasets import task_datasets
 from medmtl.engine.sampling import (
     KeepListsCollate,
     MultiTaskBatchSampler,
     MultiTaskLoader,
     sampling_proportions,
-    task_datasets,
     weighted_cycle,
 )
 from medmtl.errors import CheckpointError, ConfigError, DatalistError

@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
+from medmtl.data.datasets import task_datasets
 from medmtl.engine.delta_m import delta_m, load_baselines
 from medmtl.engine.evaluator import MultiTaskEvaluator, MultiTaskScore, TaskChainLoader
 from medmtl.engine.handlers import MetricsWriter, RNGState
-from medmtl.engine.sampling import MultiTaskLoader, task_datasets
+from medmtl.engine.sampling import MultiTaskLoader
 from medmtl.engine.trainer import MultiTaskTrainer, NonFiniteLossError, output_scalars
 
 __all__ = [

@@ -130,7 +130,7 @@ def prepare_datalist(
 
 
 def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Callable[[str], Any]:
-    """A ``task -> Compose`` factory for :func:`medmtl.engine.sampling.task_datasets`.
+    """A ``task -> Compose`` factory for :func:`medmtl.data.datasets.task_datasets`.
 
     Args:
         mode: ``train`` or ``eval``.

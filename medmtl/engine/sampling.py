@@ -30,22 +30,21 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset, list_data_collate
+from monai.data import list_data_collate
 from monai.transforms import Randomizable
 from monai.utils import MAX_SEED
 from torch.utils.data import DataLoader, Sampler
 
-from medmtl.errors import CheckpointError, ConfigError, DatalistError, DatalistProblem
+from medmtl.errors import CheckpointError, ConfigError
+from medmtl.tasks import task_key
 
 __all__ = [
     "MODES",
@@ -56,7 +55,6 @@ __all__ = [
     "resolve_shares",
     "sampling_proportions",
     "weighted_cycle",
-    "task_datasets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,23 +70,13 @@ _STREAM_PERMUTATION = 0
 _STREAM_TASK_CHOICE = 1
 _STREAM_SAMPLE = 2
 _STREAM_WORKERS = 3
-_STREAM_SUBSET = 4
+# stream 4 is medmtl.data.datasets' label_fraction subset
 
 # DataLoader arguments the loader sets itself: letting users override them would break the
 # one-step-per-batch contract or the resume bookkeeping (``in_order=False`` reorders batches).
 _RESERVED_LOADER_KWARGS = frozenset(
     {"batch_size", "shuffle", "sampler", "batch_sampler", "drop_last", "collate_fn", "generator", "in_order"}
 )
-
-
-def _task_key(task: str) -> int:
-    """A stable 64-bit integer for a task name.
-
-    Hashing the name (rather than using the task's position) keeps a task's sample order unchanged
-    when other tasks are added to or removed from the mix. ``hash()`` is salted per process, hence
-    blake2b.
-    """
-    return int.from_bytes(hashlib.blake2b(task.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def _derived_seed(*entropy: int) -> int:
@@ -286,7 +274,7 @@ class MultiTaskBatchSampler(Sampler[list[SampleRef]]):
         self.steps_per_epoch = default_steps if steps_per_epoch is None else int(steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self._task_keys = tuple(_task_key(t) for t in self.tasks)
+        self._task_keys = tuple(task_key(t) for t in self.tasks)
         self._cdf = np.cumsum([self.proportions[t] for t in self.tasks])
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
         self.start = self.initial_cursor()
@@ -688,83 +676,3 @@ class MultiTaskLoader:
             CheckpointError: the state does not fit this loader.
         """
         self._cursor = self.batch_sampler.cursor_from_state(state)
-
-
-def task_datasets(
-    data: Sequence[Mapping[str, Any]],
-    transforms_for_task: Callable[[str], Callable],
-    cache: str = "none",
-    cache_dir: str | Path | None = None,
-    cache_rate: float = 1.0,
-    num_workers: int = 0,
-    label_fraction: Mapping[str, float] | None = None,
-    seed: int = 0,
-    source: str = "datalist",
-) -> dict[str, Dataset]:
-    """One MONAI dataset per task from datalist entries that carry a ``task`` key.
-
-    Args:
-        data: datalist entries, dicts with at least ``task`` (the bundle's ``train#dataset#data``); the order of first appearance of each task
-            is the order of the returned dict (and so the round-robin order).
-        transforms_for_task: ``task -> transform`` (typically a ``Compose`` of dictionary transforms).
-        cache: ``"none"`` (``monai.data.Dataset``), ``"memory"`` (``CacheDataset``, deterministic
-            transforms cached in RAM) or ``"disk"`` (``PersistentDataset`` under
-            ``cache_dir/<task>``).
-        cache_dir: root of the disk cache; required for ``cache="disk"``.
-        cache_rate: fraction of each task cached by ``CacheDataset``.
-        num_workers: workers that fill the ``CacheDataset`` cache.
-        label_fraction: ``{task: f}`` with ``0 < f <= 1``: keep the first ``ceil(f * n)`` entries
-            (at least one) of a permutation seeded by ``(seed, task)``, for label-scarcity
-            experiments. The permutation does not depend on ``f``, so a smaller fraction is a subset
-            of a larger one.
-        seed: seed of the ``label_fraction`` permutation.
-        source: name of the datalist, used in error messages.
-
-    Raises:
-        DatalistError: an entry lacks a ``task`` key.
-        ConfigError: unknown cache mode, missing ``cache_dir``, or a bad ``label_fraction``.
-    """
-    if cache not in ("none", "memory", "disk"):
-        raise ConfigError(f"cache must be 'none', 'memory' or 'disk', got {cache!r}")
-    if cache == "disk" and cache_dir is None:
-        raise ConfigError("cache='disk' needs a cache_dir")
-    problems = [
-        DatalistProblem(i, source, "entry has no 'task' key")
-        for i, entry in enumerate(data)
-        if not isinstance(entry, Mapping) or "task" not in entry
-    ]
-    if problems:
-        raise DatalistError(source, problems)
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for entry in data:
-        grouped.setdefault(str(entry["task"]), []).append(entry)
-
-    fractions = dict(label_fraction or {})
-    unknown = sorted(set(fractions) - set(grouped))
-    if unknown:
-        raise ConfigError(f"label_fraction names tasks {unknown} that {source} has no entries for")
-    for task, fraction in fractions.items():
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"label_fraction[{task!r}] must be in (0, 1], got {fraction}")
-        entries = grouped[task]
-        order = np.random.default_rng([seed, _STREAM_SUBSET, _task_key(task)]).permutation(len(entries))
-        keep = max(1, math.ceil(fraction * len(entries)))
-        # Keep the datalist's own order among the kept entries (sorted indices), only the choice is random.
-        grouped[task] = [entries[i] for i in sorted(order[:keep].tolist())]
-        logger.info(
-            "%s: task %s keeps %d of %d entries (label_fraction=%g)", source, task, keep, len(entries), fraction
-        )
-
-    datasets: dict[str, Dataset] = {}
-    for task, entries in grouped.items():
-        transform = transforms_for_task(task)
-        data = [dict(e) for e in entries]
-        if cache == "memory":
-            datasets[task] = CacheDataset(
-                data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=True
-            )
-        elif cache == "disk":
-            datasets[task] = PersistentDataset(data, transform, cache_dir=Path(cache_dir) / task)  # type: ignore[arg-type]
-        else:
-            datasets[task] = Dataset(data, transform)
-    return datasets
