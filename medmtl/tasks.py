@@ -124,8 +124,9 @@ class TaskSpec:
         share: relative step share where a bundle's ``task_shares`` has no entry (see
             ``MultiTaskLoader(shares=...)``).
         pipeline_options: keyword arguments of :func:`medmtl.data.modality_transforms` for this
-            task (e.g. ``{"spatial_size": [128, 128]}``); a bundle's ``pipeline_options`` entry
-            for the task overrides them key by key.
+            task (e.g. ``{"spatial_size": [128, 128]}``; a CT task on patches rather than whole
+            volumes: ``{"input": "patch"}``); a bundle's ``pipeline_options`` entry for the task
+            overrides them key by key.
     """
 
     name: str
@@ -304,6 +305,8 @@ register_task(
         key_metric="auc",
         loss=_ce_loss,
         description="benign / malignant classification of CT lung-nodule patches",
+        # patches cut around a nodule centre, not whole volumes (the CT pipelines' default)
+        pipeline_options={"input": "patch"},
     )
 )
 register_task(

@@ -10,6 +10,7 @@ from PIL import Image
 
 from medmtl.data import load_datalist, read_image_size
 from medmtl.errors import DatalistError, MedMTLError
+from medmtl.tasks import TASKS, TaskSpec, register_task
 
 
 @pytest.fixture()
@@ -105,3 +106,27 @@ def test_file_level_errors(files: Path) -> None:
 def test_read_image_size_uses_monai_axis_order(files: Path) -> None:
     assert read_image_size(files / "cxr.png") == (30, 40)
     assert read_image_size(files / "ct.nii.gz") == (8, 8, 4)
+
+
+def test_laterality_is_checked_for_every_mammography_task(files: Path) -> None:
+    """Every mammography pipeline orients the breast by laterality, so every mammography entry's
+    laterality is checked, whatever the task's kind; other modalities' entries are not."""
+    register_task(
+        TaskSpec(name="test_mammo_density", modality="mammo", spatial_dims=2, kind="classification",
+                 class_names=("fatty", "dense"), patch_size=(32, 64)),
+        overwrite=True,
+    )
+    try:
+        bad = [
+            {"task": "test_mammo_density", "image": "mg.png", "label": 1, "laterality": "left"},
+            {"task": "mammo_mass_det", "image": "mg.png", "boxes": [], "box_labels": [], "laterality": "X"},
+        ]
+        with pytest.raises(DatalistError) as info:
+            load_datalist(write(files, bad))
+        assert sorted(p.index for p in info.value.problems) == [0, 1]
+        assert "'laterality' must be 'L' or 'R', got 'left'" in str(info.value)
+        good = [{"task": "test_mammo_density", "image": "mg.png", "label": 1, "laterality": "R"},
+                {"task": "cxr_findings", "image": "cxr.png", "label": [0, 0, 0], "laterality": "left"}]
+        assert len(load_datalist(write(files, good))) == 2
+    finally:
+        TASKS.pop("test_mammo_density", None)

@@ -392,6 +392,19 @@ def test_inference_reads_the_training_settings_from_the_checkpoint(bundle_root: 
     assert "--pipeline_options" in str(err.value.__cause__) and "model.pt" in str(err.value.__cause__)
 
 
+def test_the_checkpoint_records_each_task_s_own_pipeline_defaults(bundle_root: Path) -> None:
+    ckpt = bundle_root / "models" / "model.pt"
+    saved = torch.load(ckpt, weights_only=True)["config"]["pipeline_options"]
+    # the nodule task's TaskSpec.pipeline_options ({"input": "patch"}) under the bundle's entry
+    assert saved["nodule_malignancy"] == {"input": "patch", "spatial_size": [32, 32, 32]}
+    assert saved["ct_organ_seg"] == OPTIONS["ct_organ_seg"]  # no defaults of its own: as given
+    # the training options given again agree with the record; another input does not
+    assert resolve_model_config(ckpt, pipeline_options=OPTIONS)["pipeline_options"] == saved
+    other = {**OPTIONS, "nodule_malignancy": {"input": "volume", "spatial_size": [32, 32, 32]}}
+    with pytest.raises(ConfigError, match="--pipeline_options .*'input': 'volume'"):
+        resolve_model_config(ckpt, pipeline_options=other)
+
+
 def test_a_checkpoint_without_settings_needs_them_given(tmp_path: Path) -> None:
     net = MultiTaskNet(["cxr_findings"], sharing="hard", channels=CHANNELS, fpn_channels=FPN_CHANNELS)
     torch.save({"model": net.state_dict()}, tmp_path / "old.pt")
@@ -406,3 +419,9 @@ def test_resume_with_other_settings_is_refused() -> None:
     ModelConfig(",".join(TASKS), "hard", tuple(CHANNELS), FPN_CHANNELS, OPTIONS).load_state_dict(saved)
     with pytest.raises(CheckpointError, match="sharing: checkpoint 'hard', now 'soft'"):
         ModelConfig(TASKS, "soft", CHANNELS, FPN_CHANNELS, OPTIONS).load_state_dict(saved)
+    # a record made before the nodule task had its own defaults ({"input": "patch"}) still resumes
+    before = {**saved, "pipeline_options": {**saved["pipeline_options"], "nodule_malignancy": {"spatial_size": [32, 32, 32]}}}
+    ModelConfig(TASKS, "hard", CHANNELS, FPN_CHANNELS, OPTIONS).load_state_dict(before)
+    before["pipeline_options"]["nodule_malignancy"]["spatial_size"] = [48, 48, 48]
+    with pytest.raises(CheckpointError, match="pipeline_options"):
+        ModelConfig(TASKS, "hard", CHANNELS, FPN_CHANNELS, OPTIONS).load_state_dict(before)

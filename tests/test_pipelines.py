@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -9,16 +10,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Invertd, RandAdjustContrastd
+from monai.transforms import Invertd, RandAdjustContrastd, Spacingd
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medmtl.data import load_datalist
 from medmtl.data.pipelines import OPTIONS, modality_transforms
-from medmtl.data.transforms import ScaleIntensityByVOId, fit_inside
+from medmtl.data.transforms import CheckImaged, CropAroundWorldCenterd, ScaleIntensityByVOId, fit_inside
+from medmtl.engine.components import task_transforms
 from medmtl.errors import ConfigError, ImageLoadError
-from medmtl.tasks import get_task
+from medmtl.tasks import TASKS, TaskSpec, get_task, register_task
 
 SOP_CLASS = {
     "MG": "1.2.840.10008.5.1.4.1.1.1.2",
@@ -279,6 +281,90 @@ def test_nodule_patch_without_centre_is_padded_and_border_centres_pad_with_air(
         float(corner["image"][0, :10, :10, :10].max()) == 0.0
         and float(corner["image"][0, 20, 20, 20]) > 0.5
     )
+
+
+# ---------------------------------------------------------------- CT input: volume or patch
+
+#: The nodule pipelines as they were when the kind ``classification`` chose them (before ``input``).
+NODULE_STEPS = [
+    "LoadMedicalImaged", "CheckImaged", "Orientationd", "ScaleIntensityRanged", "CropAroundWorldCenterd",
+    "Spacingd", "CropAroundWorldCenterd", "ResizeWithPadOrCropd",
+]
+NODULE_TRAIN_STEPS = ["RandFlipd", "RandFlipd", "RandFlipd", "RandRotate90d", "RandAffined", "RandGaussianNoised"]
+FINAL_STEPS = ["EnsureTyped", "EnsureTyped"]
+
+
+def _ct_preprocessing(pipeline) -> tuple[tuple[float, ...], str]:
+    """The voxel spacing a CT pipeline resamples to and its Hounsfield check mode."""
+    (spacing,) = [t for t in pipeline.transforms if isinstance(t, Spacingd)]
+    (check,) = [t for t in pipeline.transforms if isinstance(t, CheckImaged)]
+    return tuple(float(v) for v in spacing.spacing_transform.pixdim), check._image.hounsfield
+
+
+@pytest.fixture
+def scan_label_task():
+    """A CT classification task on whole volumes (a scan-level label), registered for one test."""
+    spec = register_task(
+        TaskSpec(name="test_ct_scan_label", modality="ct", spatial_dims=3, kind="classification",
+                 class_names=("normal", "abnormal"), patch_size=(16, 16, 16)),
+        overwrite=True,
+    )
+    yield spec
+    TASKS.pop(spec.name, None)
+
+
+def test_ct_classification_defaults_to_volume_preprocessing(scan_label_task: TaskSpec, ct_case: dict) -> None:
+    for mode in ("eval", "train"):
+        pipeline = modality_transforms("ct", mode, task=scan_label_task.name)
+        assert _ct_preprocessing(pipeline) == ((1.5, 1.5, 2.0), "volume")
+        assert not [t for t in pipeline.transforms if isinstance(t, CropAroundWorldCenterd)]
+    entry = {"image": ct_case["entry"]["image"], "label": 1}
+    out = modality_transforms("ct", "eval", task=scan_label_task)(dict(entry))
+    np.testing.assert_allclose(out["image"].pixdim.numpy(), [1.5, 1.5, 2.0])
+    # the whole volume, on the grid the organ task resamples it to (not a 16^3 patch around a centre)
+    organs = modality_transforms("ct", "eval", task="ct_organ_seg")(dict(ct_case["entry"]))
+    assert out["image"].shape == organs["image"].shape == (1, 32, 26, 18)
+    assert out["label"].dtype == torch.long and int(out["label"]) == 1
+    out = modality_transforms("ct", "train", task=scan_label_task, seed=0)(dict(entry))
+    assert out["image"].shape == (1, 16, 16, 16) and int(out["label"]) == 1  # one training patch
+    # the engine's factory (TaskSpec.options of the bundle's options) builds the same
+    assert _ct_preprocessing(task_transforms("eval")(scan_label_task.name)) == ((1.5, 1.5, 2.0), "volume")
+
+
+def test_ct_input_comes_from_the_task_spec_and_explicit_options_win(scan_label_task: TaskSpec) -> None:
+    as_patches = dataclasses.replace(scan_label_task, pipeline_options={"input": "patch"})
+    assert _ct_preprocessing(modality_transforms("ct", "eval", task=as_patches)) == ((1.0, 1.0, 1.0), "patch")
+    assert _ct_preprocessing(modality_transforms("ct", "eval", task=as_patches, input="volume")) == ((1.5, 1.5, 2.0), "volume")
+    assert _ct_preprocessing(modality_transforms("ct", "eval", task=scan_label_task, input="patch")) == ((1.0, 1.0, 1.0), "patch")
+    # a bundle's per-task override, as task_transforms / task_preprocessing pass it
+    options = {scan_label_task.name: {"input": "patch", "pixdim": [2.0, 2.0, 2.0]}}
+    assert _ct_preprocessing(task_transforms("eval", options)(scan_label_task.name)) == ((2.0, 2.0, 2.0), "patch")
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_nodule_task_keeps_its_patch_preprocessing(mode: str) -> None:
+    spec = get_task("nodule_malignancy")
+    assert spec.pipeline_options == {"input": "patch"}
+    expected = NODULE_STEPS + (NODULE_TRAIN_STEPS if mode == "train" else []) + FINAL_STEPS
+    for pipeline in (
+        modality_transforms("ct", mode, task="nodule_malignancy"),
+        modality_transforms("ct", mode, task=spec),
+        task_transforms(mode)("nodule_malignancy"),
+    ):
+        assert [type(t).__name__ for t in pipeline.transforms] == expected
+        assert _ct_preprocessing(pipeline) == ((1.0, 1.0, 1.0), "patch")
+    # the organ task keeps whole volumes
+    assert _ct_preprocessing(modality_transforms("ct", mode, task="ct_organ_seg")) == ((1.5, 1.5, 2.0), "volume")
+
+
+def test_ct_input_that_contradicts_the_task_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"ct_organ_seg.*segmentation.*input='patch'"):
+        modality_transforms("ct", "train", task="ct_organ_seg", input="patch")
+    seg_patches = dataclasses.replace(get_task("ct_organ_seg"), pipeline_options={"input": "patch"})
+    with pytest.raises(ConfigError, match="segmentation task, it cannot take input='patch'"):
+        modality_transforms("ct", "eval", task=seg_patches)
+    with pytest.raises(ConfigError, match=r"input must be one of \['patch', 'volume'\], got 'slab'"):
+        modality_transforms("ct", "eval", task="nodule_malignancy", input="slab")
 
 
 # ---------------------------------------------------------------- chest X-ray

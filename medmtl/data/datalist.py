@@ -254,6 +254,7 @@ def _check_entry(entry: Any, base: Path) -> tuple[list[str], dict[str, Any] | No
     elif spec.kind == "detection":
         reasons += _check_boxes(entry, spec, size)
         out.setdefault("box_mode", BOX_MODES[spec.spatial_dims][0])
+    if spec.modality == "mammo":  # every mammography pipeline orients the breast, whatever the kind
         lat = entry.get("laterality")
         if lat is not None and lat not in ("L", "R"):
             reasons.append(f"'laterality' must be 'L' or 'R', got {lat!r}")

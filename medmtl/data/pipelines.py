@@ -29,14 +29,22 @@ Options (``**options``, all modalities unless said otherwise) and defaults:
 
 - ``spatial_size`` (alias ``patch_size``): the task's ``patch_size`` (with ``task=None`` that of
   the first registered task of the modality), in array order (2D: ``(x, y)`` = (columns, rows)).
-  CT segmentation: training patch; nodule, CXR, mammography: output size. CXR and mammograms are
+  CT volumes: training patch; CT patches, CXR, mammography: output size. CXR and mammograms are
   scaled, keeping their aspect ratio, so that they fit *inside* it (scale ``min(size / shape)``)
   and then padded: nothing is cropped whatever their aspect.
 - ``seed``: ``None``. When given, ``Compose.set_random_state(seed)``.
 - ``aug_prob``: ``0.5``. Probability of each random augmentation (train mode).
 - ``check_modality``: ``True``. A DICOM ``Modality`` tag naming another modality raises
   :class:`~medmtl.errors.ImageLoadError` (``OT`` or no tag is accepted).
-- ``pixdim`` (CT): ``(1.5, 1.5, 2.0)`` mm; ``(1.0, 1.0, 1.0)`` for classification tasks.
+- ``input`` (CT): ``"volume"`` (default) or ``"patch"``; the built-in ``nodule_malignancy`` task
+  sets ``"patch"`` in its ``TaskSpec.pipeline_options``. ``"volume"``: whole CT volumes, resampled
+  as a whole and checked for air (HU below -500 somewhere); train mode crops ``spatial_size``
+  patches (per class for segmentation), eval mode keeps the whole volume (a classification task
+  then sees volumes of any size). ``"patch"``: small patches cut around a world centre (see *CT
+  patches* below), no air required. Only for tasks whose label is neither a mask nor boxes
+  (classification, multilabel): ``"patch"`` for a segmentation or detection task raises
+  :class:`~medmtl.errors.ConfigError`.
+- ``pixdim`` (CT): ``(1.5, 1.5, 2.0)`` mm for ``input="volume"``, ``(1.0, 1.0, 1.0)`` for ``"patch"``.
 - ``hu_window`` (CT): ``(-1000.0, 400.0)``, mapped to ``[0, 1]`` with clipping.
 - ``num_samples`` (CT segmentation): ``2`` patches per volume in train mode.
 - ``class_ratios`` (CT segmentation): ``(0.5, 1, ..., 1)`` (:data:`BACKGROUND_RATIO`, then 1 per
@@ -54,14 +62,15 @@ Options (``**options``, all modalities unless said otherwise) and defaults:
 - ``foreground_threshold`` (mammo): ``0.05``. The breast crop keeps the bounding box of the
   normalised intensities above it (burnt-in markers inside the box are kept).
 
-CT nodule patches: an entry may carry ``center``, a nodule centre in world RAS mm coordinates of a
-full CT volume; the pipeline then crops a ``spatial_size * pixdim`` mm box around it before
-resampling (cheap: the full volume is never resampled). Without ``center`` the image is taken to
-be a patch already and is centre-cropped / padded.
+CT patches (``input="patch"``, e.g. nodules): an entry may carry ``center``, a nodule centre in
+world RAS mm coordinates of a full CT volume; the pipeline then crops a ``spatial_size * pixdim`` mm
+box around it before resampling (cheap: the full volume is never resampled). Without ``center``
+the image is taken to be a patch already and is centre-cropped / padded.
 
-Mammography: laterality comes from the entry's ``laterality`` (wins) or the DICOM tags
-``ImageLaterality`` / ``Laterality``; right breasts are flipped so that every chest wall is on
-``chest_wall``; without any laterality the stored orientation is kept and a warning is logged.
+Mammography (every task of the modality, whatever its kind): laterality comes from the entry's
+``laterality`` (wins) or the DICOM tags ``ImageLaterality`` / ``Laterality``; right breasts are
+flipped so that every chest wall is on ``chest_wall``; without any laterality the stored orientation
+is kept and a warning is logged.
 
 Example:
     >>> from medmtl.data.pipelines import modality_transforms
@@ -121,6 +130,7 @@ _COMMON = {"spatial_size": None, "seed": None, "aug_prob": 0.5, "check_modality"
 OPTIONS: dict[str, dict[str, Any]] = {
     "ct": {
         **_COMMON,
+        "input": "volume",
         "pixdim": None,
         "hu_window": (-1000.0, 400.0),
         "num_samples": 2,
@@ -136,8 +146,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-_SEG_PIXDIM = (1.5, 1.5, 2.0)
-_PATCH_PIXDIM = (1.0, 1.0, 1.0)
+#: Default CT voxel spacing (mm) per ``input`` (also the ``hounsfield`` mode of ``CheckImaged``).
+_CT_PIXDIM = {"volume": (1.5, 1.5, 2.0), "patch": (1.0, 1.0, 1.0)}
+#: Task kinds whose labels live on the image grid or in its coordinates: CT patches cannot carry them.
+_SPATIAL_LABEL_KINDS = ("segmentation", "detection")
 #: Default share of background patch centres, relative to 1 for each foreground class.
 BACKGROUND_RATIO = 0.5
 #: Random zoom of the mammography fit in train mode (zoom out only: nothing is cropped).
@@ -205,6 +217,15 @@ def _resolve_task(modality: str, task: str | TaskSpec | None) -> TaskSpec | None
     return spec
 
 
+def _spatial_size_alias(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the alias ``patch_size`` renamed ``spatial_size``."""
+    if "patch_size" not in options:
+        return options
+    if "spatial_size" in options:
+        raise ConfigError("give spatial_size or patch_size, not both")
+    return {**{k: v for k, v in options.items() if k != "patch_size"}, "spatial_size": options["patch_size"]}
+
+
 def _resolve_options(
     modality: str, spec: TaskSpec | None, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -213,10 +234,7 @@ def _resolve_options(
             "the CT option pos_neg was replaced by class_ratios: patch centres are drawn per class, "
             "e.g. class_ratios=[0.5, 1, 1, 1, 1] (background, then each organ class)"
         )
-    if "patch_size" in options:
-        if "spatial_size" in options:
-            raise ConfigError("give spatial_size or patch_size, not both")
-        options = {**options, "spatial_size": options.pop("patch_size")}
+    options = _spatial_size_alias(options)
     unknown = set(options) - set(OPTIONS[modality])
     if unknown:
         raise ConfigError(
@@ -231,17 +249,27 @@ def _resolve_options(
         raise ConfigError(
             f"spatial_size {opts['spatial_size']} must have {MODALITIES[modality]} values for {modality}"
         )
-    if modality == "ct" and opts["pixdim"] is None:
-        opts["pixdim"] = (
-            _PATCH_PIXDIM
-            if spec is not None and spec.kind == "classification"
-            else _SEG_PIXDIM
-        )
     if modality == "ct":
+        opts["input"] = _ct_input(spec, opts["input"])
+        if opts["pixdim"] is None:
+            opts["pixdim"] = _CT_PIXDIM[opts["input"]]
         opts["class_ratios"] = _class_ratios(spec, opts["class_ratios"])
     if not 0.0 <= float(opts["aug_prob"]) <= 1.0:
         raise ConfigError(f"aug_prob must be in [0, 1], got {opts['aug_prob']}")
     return opts
+
+
+def _ct_input(spec: TaskSpec | None, given: Any) -> str:
+    """The CT ``input`` option, checked against the task's kind."""
+    if given not in _CT_PIXDIM:
+        raise ConfigError(f"the CT option input must be one of {sorted(_CT_PIXDIM)}, got {given!r}")
+    if given == "patch" and spec is not None and spec.kind in _SPATIAL_LABEL_KINDS:
+        raise ConfigError(
+            f"task {spec.name!r} is a {spec.kind} task, it cannot take input='patch': CT patches "
+            "are cut around a centre and carry no mask or boxes; use input='volume' (the default) for "
+            f"{' and '.join(_SPATIAL_LABEL_KINDS)} tasks, 'patch' only for classification or multilabel tasks"
+        )
+    return str(given)
 
 
 def _class_ratios(spec: TaskSpec | None, given: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -269,7 +297,8 @@ def modality_transforms(
         mode: ``"train"`` (augmented, random patches) or ``"eval"`` (deterministic).
         task: a task name or :class:`~medmtl.tasks.TaskSpec` of that modality; decides the label
             keys. ``None``: only ``image`` (inference).
-        options: see the module docstring (:data:`OPTIONS` lists them with defaults).
+        options: see the module docstring (:data:`OPTIONS` lists them with defaults). The task's
+            own ``TaskSpec.pipeline_options`` fill in the options not given here.
 
     Returns:
         A :class:`ModalityCompose` (a MONAI ``Compose``) mapping an entry dict to a dict (a list
@@ -277,7 +306,8 @@ def modality_transforms(
         module docstring.
 
     Raises:
-        ConfigError: unknown modality, mode, task or option, or a task of another modality.
+        ConfigError: unknown modality, mode, task or option, a task of another modality, or an
+            option that contradicts the task (``input="patch"`` for a segmentation task).
     """
     if modality not in MODALITIES:
         raise ConfigError(
@@ -286,6 +316,8 @@ def modality_transforms(
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}, expected one of {MODES}")
     spec = _resolve_task(modality, task)
+    if spec is not None:  # the task's own defaults under the given options (callers may have merged them already)
+        options = {**_spatial_size_alias(dict(spec.pipeline_options)), **_spatial_size_alias(dict(options))}
     opts = _resolve_options(modality, spec, dict(options))
     keys = _Keys(
         images=("image", "label")
@@ -309,7 +341,7 @@ def modality_transforms(
         num_classes=spec.num_classes if spec is not None and spec.label_is_image else None,
         # the encoder halves a 3D input three times; fewer than 8 voxels along an axis is not a volume
         min_size=8 if volumetric else None,
-        hounsfield=None if modality != "ct" else ("patch" if keys.kind == "classification" else "volume"),
+        hounsfield=opts["input"] if modality == "ct" else None,
     )
     pipeline = ModalityCompose([load, check, *build(keys, train, opts), *_finalize(keys)])
     if opts["seed"] is not None:
@@ -349,7 +381,7 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
     orient = Orientationd(
         keys.images, axcodes="RAS", labels=None
     )  # axis labels from the meta "space"
-    if keys.kind == "classification":
+    if opts["input"] == "patch":
         # window first so that padding with 0 means air, crop before resampling so that a full CT
         # volume with a nodule centre is never resampled as a whole
         roi_mm = [s * d for s, d in zip(patch, pixdim)]

@@ -42,6 +42,18 @@ def _normalise(key: str, value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _with_task_defaults(tasks: Any, pipeline_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{task: options}`` with each task's own ``TaskSpec.pipeline_options`` under its entry.
+
+    A registered task's own pipeline defaults are recorded with the bundle's overrides, so the
+    checkpoint preprocesses as it was trained even if the task's module changes them later; a
+    user's override is completed the same way before it is compared with the record.
+    """
+    options = dict(pipeline_options or {})
+    options.update({s.name: s.options(options) for s in resolve_tasks(tasks) if s.pipeline_options})
+    return options
+
+
 def _unset(value: Any) -> bool:
     return value is None or value == "" or value == {} or value == []
 
@@ -63,10 +75,7 @@ class ModelConfig:
         task_plugins: str | Sequence[str] | None = None,
     ) -> None:
         self.task_plugins = import_task_plugins(task_plugins)
-        options = dict(pipeline_options or {})
-        # a registered task's own pipeline defaults are recorded with the bundle's overrides, so the
-        # checkpoint preprocesses as it was trained even if the task's module changes them later
-        options.update({s.name: s.options(options) for s in resolve_tasks(tasks) if s.pipeline_options})
+        options = _with_task_defaults(tasks, pipeline_options)
         given = {"tasks": tasks, "sharing": sharing, "channels": channels, "fpn_channels": fpn_channels, "pipeline_options": options}
         self.values = {k: _normalise(k, v) for k, v in given.items()}
 
@@ -76,6 +85,11 @@ class ModelConfig:
         return {"version": _VERSION, **self.values, PLUGINS_KEY: list(self.task_plugins)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = dict(state)
+        if state.get("tasks") == self.values["tasks"] and isinstance(state.get("pipeline_options"), Mapping):
+            # a record made before a task had defaults of its own is completed with them, as now
+            options = _with_task_defaults(self.values["tasks"], state["pipeline_options"])
+            state["pipeline_options"] = _normalise("pipeline_options", options)
         diff = {k: (state.get(k), v) for k, v in self.values.items() if state.get(k) != v}
         if diff:
             lines = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
@@ -143,6 +157,9 @@ def resolve_model_config(
                 f"give the settings it was trained with: {', '.join('--' + k for k in missing)}"
             )
         return {k: _normalise(k, given.get(k) or {}) if k == "pipeline_options" else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
+    if not _unset(given.get("pipeline_options")):
+        tasks = saved["tasks"] if _unset(given.get("tasks")) else given["tasks"]
+        given = {**given, "pipeline_options": _with_task_defaults(tasks, given["pipeline_options"])}
     conflicts = {
         k: (saved.get(k), _normalise(k, v)) for k, v in given.items() if not _unset(v) and _normalise(k, v) != saved.get(k)
     }
