@@ -9,6 +9,7 @@ new task, so the registered defaults are used.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -43,7 +44,7 @@ def plugin_data(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / f"{PLUGIN}.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
-    monkeypatch.setenv("PYTHONPATH", str(plugins))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
     data = tmp_path / "data"
     shutil.copytree(tiny, data)
     datalist = json.loads((data / "datalist.json").read_text())
