@@ -225,6 +225,14 @@ def task_key(task: str) -> int:
     return int.from_bytes(hashlib.blake2b(task.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+def _listed(value: str | Iterable[Any] | None) -> list[Any]:
+    """Items of a list or of one comma-separated string (a command-line value), blanks dropped."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [i.strip() if isinstance(i, str) else i for i in items if not isinstance(i, str) or i.strip()]
+
+
 def import_task_plugins(modules: str | Iterable[str] | None) -> list[str]:
     """Import the modules that register tasks from outside medmtl (a bundle's ``task_plugins``).
 
@@ -237,10 +245,7 @@ def import_task_plugins(modules: str | Iterable[str] | None) -> list[str]:
     Raises:
         ImportError: a module cannot be imported (names it and how it is looked up).
     """
-    if not modules:
-        return []
-    names = [m.strip() for m in modules.split(",")] if isinstance(modules, str) else [str(m).strip() for m in modules]
-    names = [m for m in names if m]
+    names = _listed(modules)
     for name in names:
         try:
             importlib.import_module(name)
@@ -261,9 +266,8 @@ def resolve_tasks(names: str | Iterable[str | TaskSpec] | None) -> list[TaskSpec
     """
     if names is None:
         return list(TASKS.values())
-    items = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
     specs = []
-    for item in items:
+    for item in _listed(names):
         if isinstance(item, TaskSpec):
             specs.append(item)
             continue
@@ -287,8 +291,6 @@ register_task(
         kind="segmentation",
         class_names=("background", "lung", "liver", "spleen", "kidney"),
         patch_size=(64, 64, 64),
-        metrics=("dice", "hd95"),
-        key_metric="dice",
         loss=partial(_dice_ce_loss, _ORGAN_CLASS_WEIGHTS),
         description="multi-organ segmentation of CT volumes",
     )
@@ -301,9 +303,6 @@ register_task(
         kind="classification",
         class_names=("benign", "malignant"),
         patch_size=(32, 32, 32),
-        metrics=("auc", "accuracy"),
-        key_metric="auc",
-        loss=_ce_loss,
         description="benign / malignant classification of CT lung-nodule patches",
         # patches cut around a nodule centre, not whole volumes (the CT pipelines' default)
         pipeline_options={"input": "patch"},
@@ -317,9 +316,6 @@ register_task(
         kind="detection",
         class_names=("mass",),
         patch_size=(256, 256),
-        metrics=("map", "froc"),
-        key_metric="map",
-        loss=None,
         description="mass detection in mammograms (boxes with scores)",
     )
 )
@@ -331,9 +327,6 @@ register_task(
         kind="multilabel",
         class_names=("nodule", "pneumothorax", "effusion"),
         patch_size=(224, 224),
-        metrics=("auc",),
-        key_metric="auc",
-        loss=_bce_loss,
         description="multi-label findings on chest radiographs",
     )
 )

@@ -316,7 +316,7 @@ def modality_transforms(
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}, expected one of {MODES}")
     spec = _resolve_task(modality, task)
-    if spec is not None:  # the task's own defaults under the given options (callers may have merged them already)
+    if spec is not None:  # the task's own defaults under the given options
         options = {**_spatial_size_alias(dict(spec.pipeline_options)), **_spatial_size_alias(dict(options))}
     opts = _resolve_options(modality, spec, dict(options))
     keys = _Keys(

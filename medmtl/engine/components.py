@@ -144,7 +144,7 @@ def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None =
 
     def factory(task: str) -> Any:
         spec = get_task(task)
-        transforms = modality_transforms(spec.modality, mode, task=spec, **spec.options(opts))
+        transforms = modality_transforms(spec.modality, mode, task=spec, **dict(opts.get(task, {})))
         if mode == "train":
             transforms.set_random_state(seed=seed)
         return transforms
@@ -197,9 +197,10 @@ def validation_loader(
                 f"{section} data (the model is selected and reported on it); add entries or train without those tasks"
             )
     distributed = dist.is_available() and dist.is_initialized()
+    sizes = None if isinstance(batch_size, int) else per_task(batch_size, list(datasets), "val_batch_size")
     loaders = {}
     for task, ds in datasets.items():
-        bs = batch_size if isinstance(batch_size, int) else int(batch_size.get(task, get_task(task).val_batch_size))
+        bs = batch_size if isinstance(batch_size, int) else int(sizes[task])
         if distributed:
             ds = Subset(ds, list(range(dist.get_rank(), len(ds), dist.get_world_size())))
         loaders[task] = DataLoader(

@@ -146,8 +146,6 @@ def resolve_model_config(
         return {k: saved[k] if _unset(given.get(k)) else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
     state = load_checkpoint(ckpt_path)
     saved = state.get(CONFIG_KEY)
-    if saved is not None:
-        import_task_plugins(saved.get(PLUGINS_KEY))
     if saved is None:
         # the preprocessing may be left at the pipelines' defaults; the network layout may not
         missing = [k for k in MODEL_CONFIG_KEYS if k != "pipeline_options" and _unset(given.get(k))]
@@ -157,6 +155,7 @@ def resolve_model_config(
                 f"give the settings it was trained with: {', '.join('--' + k for k in missing)}"
             )
         return {k: _normalise(k, given.get(k) or {}) if k == "pipeline_options" else _normalise(k, given[k]) for k in MODEL_CONFIG_KEYS}
+    import_task_plugins(saved.get(PLUGINS_KEY))
     if not _unset(given.get("pipeline_options")):
         tasks = saved["tasks"] if _unset(given.get("tasks")) else given["tasks"]
         given = {**given, "pipeline_options": _with_task_defaults(tasks, given["pipeline_options"])}

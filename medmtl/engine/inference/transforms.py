@@ -60,7 +60,7 @@ def task_preprocessing(tasks: Sequence[str | TaskSpec], options: Mapping[str, Ma
     out = {}
     for task in tasks:
         spec = task if isinstance(task, TaskSpec) else get_task(task)
-        pipeline = modality_transforms(spec.modality, "eval", task=spec, **spec.options(options))
+        pipeline = modality_transforms(spec.modality, "eval", task=spec, **dict(options.get(spec.name, {})))
         out[spec.name] = _labels_optional(pipeline)
     return out
 
