@@ -15,7 +15,7 @@ Example:
     ...     class_names=("normal", "cardiomegaly"), patch_size=(224, 224),
     ...     batch_size=16, pipeline_options={"spatial_size": [128, 128]}))
 
-    Unset metrics and loss come from the kind (:data:`KIND_DEFAULTS`). A bundle trains such a task
+    Unset metrics and loss come from the kind (:class:`TaskKind`, :data:`KINDS`). A bundle trains such a task
     when the module holding the call is named in its ``task_plugins`` setting.
 """
 
@@ -32,24 +32,18 @@ from medmtl.errors import ConfigError
 
 __all__ = [
     "KINDS",
-    "KIND_DEFAULTS",
+    "KindRegistry",
     "MODALITIES",
+    "TaskKind",
     "TaskSpec",
     "TASKS",
     "get_task",
     "import_task_plugins",
+    "register_kind",
     "register_task",
     "resolve_tasks",
     "task_key",
 ]
-
-#: Task kinds and the label fields a datalist entry of that kind carries.
-KINDS: dict[str, tuple[str, ...]] = {
-    "segmentation": ("label",),  # path of a mask image, integer class per voxel
-    "classification": ("label",),  # integer class index
-    "multilabel": ("label",),  # multi-hot list, one 0/1 per class name
-    "detection": ("boxes", "box_labels"),  # boxes (N, 2*dims) in ``box_mode`` + class per box
-}
 
 #: Image modalities medmtl has pipelines for, with the spatial dims of their images.
 MODALITIES: dict[str, int] = {"ct": 3, "cxr": 2, "mammo": 2}
@@ -87,15 +81,95 @@ def _bce_loss() -> Any:
     return torch.nn.BCEWithLogitsLoss()
 
 
-#: What a task of each kind gets when its spec leaves ``metrics``, ``key_metric`` or ``loss`` unset,
-#: so that a new task of an existing kind is one :func:`register_task` call with no more than its
-#: names and sizes.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "segmentation": {"metrics": ("dice", "hd95"), "key_metric": "dice", "loss": _dice_ce_loss},
-    "classification": {"metrics": ("auc", "accuracy"), "key_metric": "auc", "loss": _ce_loss},
-    "multilabel": {"metrics": ("auc",), "key_metric": "auc", "loss": _bce_loss},
-    "detection": {"metrics": ("map", "froc"), "key_metric": "map", "loss": None},  # RetinaNetDetector's loss
-}
+class KindRegistry(dict):
+    """One layer's registered object per task kind, by kind name (``DATA_KINDS``, ``HEADS``,
+    ``ENGINE_KINDS``): the layers key their kind behaviour the same way.
+
+    Args:
+        what: what the layer registers, for messages (e.g. ``"data kind"``).
+        register_with: the function a user registers one with, named in errors.
+    """
+
+    def __init__(self, what: str, register_with: str) -> None:
+        super().__init__()
+        self.what, self.register_with = what, register_with
+
+    def register(self, kind: str, value: Any, overwrite: bool = False) -> Any:
+        """Register ``value`` for task kind ``kind`` (refusing to replace one unless told to)."""
+        if kind in self and not overwrite:
+            raise ValueError(f"task kind {kind!r} already has a {self.what}; pass overwrite=True to replace it")
+        self[kind] = value
+        return value
+
+    def of(self, spec: TaskSpec) -> Any:
+        """The object of ``spec.kind`` (``ConfigError`` naming the task and how to register one)."""
+        if spec.kind not in self:
+            raise ConfigError(f"task {spec.name!r}: kind {spec.kind!r} has no {self.what}; register one with {self.register_with}")
+        return self[spec.kind]
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What every task of one kind shares at the task layer: its label fields and its defaults.
+
+    The other layers key their own per-kind object on :attr:`name` (label checks and collate in
+    :mod:`medmtl.data.kinds`, the head in :mod:`medmtl.networks.heads`, loss, prediction,
+    metrics and records in :mod:`medmtl.engine.kinds`), so a new kind is one registration per
+    layer and a new task of an existing kind is one :func:`register_task` call.
+
+    Attributes:
+        name: the ``TaskSpec.kind`` value.
+        label_keys: label fields of a datalist entry / data dict of the kind.
+        metrics: default ``TaskSpec.metrics``.
+        key_metric: default ``TaskSpec.key_metric``.
+        loss: default ``TaskSpec.loss`` factory (``None``: the head computes its own loss).
+        label_is_image: the label is a mask file loaded and resampled with the image.
+        spatial_label: the label lives on the image grid or in its coordinates (masks, boxes):
+            it cannot be carried through a patch cut from a larger image.
+        mean_metrics: metrics summarised as the mean over classes or labels (``<metric>_mean``).
+    """
+
+    name: str
+    label_keys: tuple[str, ...]
+    metrics: tuple[str, ...]
+    key_metric: str
+    loss: Callable[[], Any] | None = None
+    label_is_image: bool = False
+    spatial_label: bool = False
+    mean_metrics: tuple[str, ...] = ()
+
+
+#: Registered task kinds by name (see :func:`register_kind`).
+KINDS: dict[str, TaskKind] = {}
+
+
+def register_kind(kind: TaskKind, overwrite: bool = False) -> TaskKind:
+    """Add ``kind`` to :data:`KINDS` (refusing to replace an existing entry unless told to)."""
+    if kind.name in KINDS and not overwrite:
+        raise ValueError(f"task kind {kind.name!r} is already registered; pass overwrite=True to replace it")
+    unknown = set(kind.metrics) - set(METRICS)
+    if unknown or kind.key_metric not in kind.metrics:
+        raise ValueError(f"task kind {kind.name!r}: metrics {kind.metrics} must be among {METRICS} and hold key_metric {kind.key_metric!r}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+register_kind(
+    TaskKind(
+        "segmentation",
+        ("label",),  # path of a mask image, integer class per voxel
+        ("dice", "hd95"),
+        "dice",
+        _dice_ce_loss,
+        label_is_image=True,
+        spatial_label=True,
+        mean_metrics=("dice", "hd95"),
+    )
+)
+register_kind(TaskKind("classification", ("label",), ("auc", "accuracy"), "auc", _ce_loss))  # integer class index
+register_kind(TaskKind("multilabel", ("label",), ("auc",), "auc", _bce_loss, mean_metrics=("auc",)))  # multi-hot list
+# boxes (N, 2*dims) in ``box_mode`` + class per box; the loss lives in MONAI's RetinaNetDetector
+register_kind(TaskKind("detection", ("boxes", "box_labels"), ("map", "froc"), "map", spatial_label=True))
 
 
 @dataclass(frozen=True)
@@ -112,7 +186,7 @@ class TaskSpec:
             for ``detection`` one name per object class.
         patch_size: spatial size of training inputs (crop / resize target).
         metrics: names from :data:`METRICS` the evaluator computes for this task (default: the
-            kind's, :data:`KIND_DEFAULTS`).
+            kind's, :data:`KINDS`).
         key_metric: the metric that summarises the task (model selection, Delta_m; default: the
             kind's).
         loss: factory of the training loss (default: the kind's); ``None`` for detection, whose
@@ -152,12 +226,12 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: unknown modality {self.modality!r}, expected one of {sorted(MODALITIES)}")
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"task {self.name!r}: spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        defaults = KIND_DEFAULTS[self.kind]
+        defaults = KINDS[self.kind]
         if not self.metrics:
-            object.__setattr__(self, "metrics", defaults["metrics"])
-            object.__setattr__(self, "key_metric", self.key_metric or defaults["key_metric"])
-        if self.loss is None and self.kind != "detection":
-            object.__setattr__(self, "loss", defaults["loss"])
+            object.__setattr__(self, "metrics", defaults.metrics)
+            object.__setattr__(self, "key_metric", self.key_metric or defaults.key_metric)
+        if self.loss is None:
+            object.__setattr__(self, "loss", defaults.loss)
         for name in ("batch_size", "val_batch_size", "share"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -177,14 +251,19 @@ class TaskSpec:
         return len(self.class_names)
 
     @property
+    def task_kind(self) -> TaskKind:
+        """The registered :class:`TaskKind` of :attr:`kind`."""
+        return KINDS[self.kind]
+
+    @property
     def label_keys(self) -> tuple[str, ...]:
         """Keys of the label fields in a datalist entry / data dict of this task."""
-        return KINDS[self.kind]
+        return self.task_kind.label_keys
 
     @property
     def label_is_image(self) -> bool:
         """True when the label is an image file that must be loaded with the image."""
-        return self.kind == "segmentation"
+        return self.task_kind.label_is_image
 
     def options(self, pipeline_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
         """This task's pipeline options: its own defaults, overridden key by key by its entry in a

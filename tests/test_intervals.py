@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medmtl.engine.cases import key_metric_of_cases
-from medmtl.engine.metrics import build_task_metrics
+from medmtl.engine.kinds import build_task_metrics
 from medmtl.errors import ConfigError
 from medmtl.experiments.intervals import paired_difference, verdict
 from medmtl.tasks import get_task

@@ -14,12 +14,12 @@ import torch.multiprocessing as mp
 from monai.data import MetaTensor
 
 from medmtl.engine.delta_m import delta_m, load_baselines
+from medmtl.engine.kinds import build_task_metrics
 from medmtl.engine.metrics import (
     ClassificationMetrics,
     DetectionMetrics,
     MultiLabelMetrics,
     SegmentationMetrics,
-    build_task_metrics,
     higher_is_better,
     key_metric_value,
     summary_key,

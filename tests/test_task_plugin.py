@@ -94,11 +94,11 @@ def test_an_unimportable_plugin_is_named() -> None:
 
 
 def test_a_spec_gets_its_kinds_metrics_and_loss_and_refuses_bad_defaults() -> None:
-    from medmtl.tasks import KIND_DEFAULTS, TaskSpec
+    from medmtl.tasks import KINDS, TaskSpec
 
     spec = TaskSpec(name="x", modality="cxr", spatial_dims=2, kind="classification", class_names=("a", "b"), patch_size=(8, 8),
                     pipeline_options={"spatial_size": [8, 8]})
-    assert spec.metrics == KIND_DEFAULTS["classification"]["metrics"] and spec.key_metric == "auc"
+    assert spec.metrics == KINDS["classification"].metrics and spec.key_metric == "auc"
     assert isinstance(spec.make_loss(), torch.nn.CrossEntropyLoss)
     assert spec.options({"x": {"spatial_size": [16, 16]}, "y": {"spatial_size": [4, 4]}}) == {"spatial_size": [16, 16]}
     assert spec.options(None) == {"spatial_size": [8, 8]}

@@ -24,20 +24,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medmtl.data.datalist import SECTIONS, load_datalist
+from medmtl.data.kinds import data_kind
 from medmtl.errors import ConfigError, DatalistError, MedMTLError
 from medmtl.tasks import get_task
 
 __all__ = ["check_datalist", "main"]
-
-
-def _label_stat(spec_kind: str, item: dict[str, Any]) -> float:
-    """A scalar per sample that summarises its label (positives, boxes, foreground fraction)."""
-    if spec_kind == "detection":
-        return float(len(item["box_labels"]))
-    label = np.asarray(item["label"])
-    if spec_kind == "segmentation":
-        return float((label > 0).mean())
-    return float(label.sum())
 
 
 def check_datalist(
@@ -100,7 +91,7 @@ def check_datalist(
                 s["shapes"].add(tuple(image.shape))
                 s["min"], s["max"] = min(s["min"], float(image.min())), max(s["max"], float(image.max()))
                 if mode == modes[0]:
-                    s["label"].append(_label_stat(spec.kind, item))
+                    s["label"].append(data_kind(spec).label_stat(item))
             if mode == modes[0]:
                 summary[spec.name]["entries"] += 1
     tasks = {

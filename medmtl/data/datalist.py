@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from medmtl.data.kinds import data_kind, is_number
 from medmtl.data.formats import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, image_format, is_dicom_file
 from medmtl.errors import ConfigError, DatalistError, DatalistProblem
-from medmtl.tasks import TASKS, TaskSpec
+from medmtl.tasks import TASKS
 
 __all__ = ["ON_ERROR", "SECTIONS", "load_datalist", "read_image_size"]
 
@@ -32,7 +32,6 @@ SECTIONS = ("training", "validation", "test")
 #: What :func:`load_datalist` does with bad entries.
 ON_ERROR = ("raise", "skip")
 
-BOX_MODES = {2: ("xyxy", "xywh", "ccwh"), 3: ("xyzxyz", "xyzwhd", "cccwhd")}
 
 # Uncompressed transfer syntaxes, whose pixel data size follows from the header.
 _NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
@@ -124,52 +123,10 @@ def _resolve(base: Path, value: Any) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_boxes(entry: Mapping[str, Any], spec: TaskSpec, size: tuple[int, ...]) -> list[str]:
-    """Reasons why the detection fields of ``entry`` are bad (empty if they are fine)."""
-    dims = spec.spatial_dims
-    boxes, labels = entry.get("boxes"), entry.get("box_labels")
-    mode = entry.get("box_mode", BOX_MODES[dims][0])
-    if not isinstance(boxes, list):
-        return [f"'boxes' must be a list of boxes, got {type(boxes).__name__}"]
-    if not isinstance(labels, list):
-        return [f"'box_labels' must be a list of class indices, got {type(labels).__name__}"]
-    if mode not in BOX_MODES[dims]:
-        return [f"'box_mode' {mode!r} is not a {dims}D MONAI box mode {BOX_MODES[dims]}"]
-    reasons = []
-    if len(labels) != len(boxes):
-        reasons.append(f"{len(boxes)} boxes but {len(labels)} box_labels")
-    for i, lab in enumerate(labels):
-        if not _is_int(lab) or not 0 <= lab < spec.num_classes:
-            reasons.append(f"box_labels[{i}] = {lab!r} is not a class index in [0, {spec.num_classes})")
-    for i, box in enumerate(boxes):
-        if not isinstance(box, list) or len(box) != 2 * dims or not all(_is_number(v) for v in box):
-            reasons.append(f"boxes[{i}] = {box!r} is not {2 * dims} finite numbers")
-            continue
-        lo, hi = _box_corners(box, mode, dims)
-        if any(h <= l for l, h in zip(lo, hi)):
-            reasons.append(f"boxes[{i}] = {box} ({mode}) has negative or zero size")
-            continue
-        if any(l < 0 for l in lo) or any(h > s for h, s in zip(hi, size)):
-            reasons.append(f"boxes[{i}] = {box} ({mode}) lies outside the image of size {tuple(size[:dims])}")
-    return reasons
-
-
-def _box_corners(box: list[float], mode: str, dims: int) -> tuple[list[float], list[float]]:
-    """Min and max corners of a box in any MONAI box mode (pure python: validation is per entry)."""
-    a, b = box[:dims], box[dims:]
-    if mode in ("xyxy", "xyzxyz"):
-        return list(a), list(b)
-    if mode in ("xywh", "xyzwhd"):
-        return list(a), [x + w for x, w in zip(a, b)]
-    return [c - w / 2 for c, w in zip(a, b)], [c + w / 2 for c, w in zip(a, b)]  # ccwh / cccwhd
+def _probe(base: Path, value: Any, what: str, spatial_dims: int) -> tuple[Path, str | None]:
+    """A file named in an entry resolved against ``base``, and why it cannot be used (``None``: fine)."""
+    path = _resolve(base, value)
+    return path, _file_problem(path, what, spatial_dims)[0]
 
 
 def _file_problem(path: Path, what: str, spatial_dims: int) -> tuple[str | None, tuple[int, ...]]:
@@ -231,36 +188,16 @@ def _check_entry(entry: Any, base: Path) -> tuple[list[str], dict[str, Any] | No
     missing = [k for k in spec.label_keys if k not in entry]
     if missing:
         return [f"task {task!r} ({spec.kind}) needs {missing}"], None, file
-    label = entry.get("label")
-    if spec.kind == "segmentation":
-        if not isinstance(label, str):
-            reasons.append(f"'label' of a segmentation entry must be a mask path, got {type(label).__name__}")
-        else:
-            mask = _resolve(base, label)
-            problem, _ = _file_problem(mask, "mask", spec.spatial_dims)
-            if problem is not None:
-                reasons.append(f"{problem}: {mask}" if str(mask) not in problem else problem)
-            out["label"] = str(mask)
-    elif spec.kind == "classification":
-        if not _is_int(label):
-            reasons.append(f"'label' of a classification entry must be an integer class index, got {label!r}")
-        elif not 0 <= label < spec.num_classes:
-            reasons.append(f"class {label} out of range [0, {spec.num_classes}) for {spec.class_names}")
-    elif spec.kind == "multilabel":
-        if not isinstance(label, list) or not all(_is_int(v) and v in (0, 1) for v in label):
-            reasons.append(f"'label' of a multilabel entry must be a list of 0/1, got {label!r}")
-        elif len(label) != spec.num_classes:
-            reasons.append(f"'label' has {len(label)} values, task {task!r} has {spec.num_classes} labels {spec.class_names}")
-    elif spec.kind == "detection":
-        reasons += _check_boxes(entry, spec, size)
-        out.setdefault("box_mode", BOX_MODES[spec.spatial_dims][0])
+    problems, updates = data_kind(spec).check_label(entry, spec, size, lambda value, what: _probe(base, value, what, spec.spatial_dims))
+    reasons += problems
+    out.update(updates)
     if spec.modality == "mammo":  # every mammography pipeline orients the breast, whatever the kind
         lat = entry.get("laterality")
         if lat is not None and lat not in ("L", "R"):
             reasons.append(f"'laterality' must be 'L' or 'R', got {lat!r}")
     if "center" in entry:
         c = entry["center"]
-        if not isinstance(c, list) or len(c) != spec.spatial_dims or not all(_is_number(v) for v in c):
+        if not isinstance(c, list) or len(c) != spec.spatial_dims or not all(is_number(v) for v in c):
             reasons.append(f"'center' must be {spec.spatial_dims} finite numbers (world mm), got {c!r}")
     return reasons, (None if reasons else out), file
 

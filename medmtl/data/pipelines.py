@@ -106,6 +106,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medmtl.data.kinds import data_kind
 from medmtl.data.transforms import (
     BoxesFollowd,
     CheckImaged,
@@ -148,8 +149,6 @@ OPTIONS: dict[str, dict[str, Any]] = {
 
 #: Default CT voxel spacing (mm) per ``input`` (also the ``hounsfield`` mode of ``CheckImaged``).
 _CT_PIXDIM = {"volume": (1.5, 1.5, 2.0), "patch": (1.0, 1.0, 1.0)}
-#: Task kinds whose labels live on the image grid or in its coordinates: CT patches cannot carry them.
-_SPATIAL_LABEL_KINDS = ("segmentation", "detection")
 #: Default share of background patch centres, relative to 1 for each foreground class.
 BACKGROUND_RATIO = 0.5
 #: Random zoom of the mammography fit in train mode (zoom out only: nothing is cropped).
@@ -161,16 +160,27 @@ class _Keys:
     """Which keys a pipeline handles, derived from the task."""
 
     images: tuple[str, ...]  # loaded and resampled images: image (+ mask)
-    kind: str | None
+    boxes: bool = False  # the label is boxes in image coordinates
+    label_dtype: torch.dtype | None = None  # dtype of an image-level label at the end
+
+    @classmethod
+    def of(cls, spec: TaskSpec | None) -> _Keys:
+        if spec is None:  # an image without a task: no label
+            return cls(("image",))
+        return cls(
+            ("image", "label") if spec.label_is_image else ("image",),
+            boxes="boxes" in spec.label_keys,
+            label_dtype=data_kind(spec).label_dtype,
+        )
+
+    @property
+    def mask(self) -> bool:
+        return len(self.images) > 1
 
     @property
     def modes(self) -> tuple[str, ...]:
         """Interpolation per image key: bilinear for the image, nearest for a mask."""
         return ("bilinear",) + ("nearest",) * (len(self.images) - 1)
-
-    @property
-    def boxes(self) -> bool:
-        return self.kind == "detection"
 
 
 class ModalityCompose(Compose):
@@ -263,18 +273,18 @@ def _ct_input(spec: TaskSpec | None, given: Any) -> str:
     """The CT ``input`` option, checked against the task's kind."""
     if given not in _CT_PIXDIM:
         raise ConfigError(f"the CT option input must be one of {sorted(_CT_PIXDIM)}, got {given!r}")
-    if given == "patch" and spec is not None and spec.kind in _SPATIAL_LABEL_KINDS:
+    if given == "patch" and spec is not None and spec.task_kind.spatial_label:
         raise ConfigError(
             f"task {spec.name!r} is a {spec.kind} task, it cannot take input='patch': CT patches "
             "are cut around a centre and carry no mask or boxes; use input='volume' (the default) for "
-            f"{' and '.join(_SPATIAL_LABEL_KINDS)} tasks, 'patch' only for classification or multilabel tasks"
+            "tasks whose labels are masks or boxes, 'patch' only for image-level labels (classification, multilabel)"
         )
     return str(given)
 
 
 def _class_ratios(spec: TaskSpec | None, given: Sequence[float] | None) -> tuple[float, ...] | None:
     """Patch centre ratio per class of a segmentation task (``None`` for other CT tasks)."""
-    if spec is None or spec.kind != "segmentation":
+    if spec is None or not spec.label_is_image:
         return None if given is None else tuple(float(r) for r in given)
     if given is None:
         return (BACKGROUND_RATIO,) + (1.0,) * (spec.num_classes - 1)
@@ -319,12 +329,7 @@ def modality_transforms(
     if spec is not None:  # the task's own defaults under the given options
         options = {**_spatial_size_alias(dict(spec.pipeline_options)), **_spatial_size_alias(dict(options))}
     opts = _resolve_options(modality, spec, dict(options))
-    keys = _Keys(
-        images=("image", "label")
-        if spec is not None and spec.label_is_image
-        else ("image",),
-        kind=spec and spec.kind,
-    )
+    keys = _Keys.of(spec)
     train = mode == "train"
     load = LoadMedicalImaged(
         keys.images,
@@ -351,10 +356,8 @@ def modality_transforms(
 
 def _finalize(keys: _Keys) -> list[MapTransform]:
     xforms: list[MapTransform] = [EnsureTyped(keys.images, dtype=torch.float32)]
-    if keys.kind == "classification":
-        xforms.append(EnsureTyped("label", dtype=torch.long, track_meta=False))
-    elif keys.kind == "multilabel":
-        xforms.append(EnsureTyped("label", dtype=torch.float32, track_meta=False))
+    if keys.label_dtype is not None:
+        xforms.append(EnsureTyped("label", dtype=keys.label_dtype, track_meta=False))
     return xforms
 
 
@@ -428,7 +431,7 @@ def _ct(keys: _Keys, train: bool, opts: dict[str, Any]) -> list[MapTransform]:
     if not train:
         return xforms  # whole volume, invertible spatial steps only
     # no left-right flips: liver / spleen (and the side of other organs) are told apart by side
-    if keys.kind == "segmentation":
+    if keys.mask:
         ratios = list(opts["class_ratios"])
         xforms += [
             CropForegroundd(

@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from monai.data import DataLoader, Dataset, list_data_collate
+from monai.data import DataLoader, Dataset
 from monai.utils import str2bool
 from torch.utils.data import Subset
 
+from medmtl.data.kinds import data_kind
 from medmtl.engine.checkpoint import latest_checkpoint
 from medmtl.engine.delta_m import load_baselines
 from medmtl.engine.evaluator import TaskChainLoader
-from medmtl.engine.sampling import KeepListsCollate
 from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task, import_task_plugins, resolve_tasks
 
@@ -153,9 +153,9 @@ def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None =
 
 
 def collate_functions(tasks: Sequence[str | TaskSpec]) -> dict[str, Callable]:
-    """Per-task collate: detection keeps boxes as per-image lists, others use MONAI's default."""
-    specs = [t if isinstance(t, TaskSpec) else get_task(t) for t in tasks]
-    return {s.name: KeepListsCollate() if s.kind == "detection" else list_data_collate for s in specs}
+    """Per-task collate of each task's kind (:meth:`medmtl.data.kinds.DataKind.collate`): detection
+    keeps boxes as per-image lists, the others use MONAI's default."""
+    return {s.name: data_kind(s).collate() for s in resolve_tasks(tasks)}
 
 
 def optimizer_param_groups(network: torch.nn.Module, weighting: Any, weight_decay: float = 1e-5) -> list[dict[str, Any]]:

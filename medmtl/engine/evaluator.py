@@ -26,8 +26,9 @@ from monai.inferers import Inferer
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from medmtl.engine.delta_m import delta_m
-from medmtl.engine.metrics import build_task_metrics, key_metric_value, summary_values
-from medmtl.engine.steps import default_inferer, detection_targets, task_predict
+from medmtl.engine.kinds import build_task_metrics, engine_kind
+from medmtl.engine.metrics import key_metric_value, summary_values
+from medmtl.engine.steps import task_predict
 from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task
 
@@ -68,7 +69,7 @@ class MultiTaskScore(Metric):
     Args:
         tasks: the evaluated tasks.
         baselines: single-task results ``{task: {metric: value}}``; if given the score is Δm (%).
-        metric_options: ``{task: kwargs}`` for :func:`~medmtl.engine.metrics.build_task_metrics`.
+        metric_options: ``{task: kwargs}`` for :func:`~medmtl.engine.kinds.build_task_metrics`.
     """
 
     def __init__(
@@ -167,8 +168,9 @@ class MultiTaskEvaluator(Evaluator):
         self.network = network
         self.inferers = dict(inferers or {})
         for spec in self.tasks:
-            if spec.kind == "segmentation" and spec.name not in self.inferers:
-                self.inferers[spec.name] = default_inferer(spec)
+            inferer = engine_kind(spec).inferer(spec, self.inferers.get(spec.name))
+            if inferer is not None:
+                self.inferers[spec.name] = inferer
         self._use_amp = bool(amp) and torch.device(device).type == "cuda"
 
     def _iteration(self, engine: Any, batchdata: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -180,10 +182,6 @@ class MultiTaskEvaluator(Evaluator):
             batch = batchdata[spec.name]
             with torch.autocast("cuda", enabled=self._use_amp):
                 pred = task_predict(self.network, spec, batch["image"], engine.state.device, self.inferers.get(spec.name))
-            if spec.kind == "detection":
-                target = detection_targets(batch, "cpu")
-            else:
-                target = batch["label"]
-                pred = pred.detach().float().cpu()
+            pred, target = engine_kind(spec).evaluation_pair(pred, batch)
             outputs.append({"task": spec.name, "pred": pred, "target": target})
         return outputs

@@ -1,7 +1,8 @@
 """Per-task evaluation metrics built on ``monai.metrics`` and ``monai.apps.detection.metrics``.
 
-One accumulator per task kind, built from a :class:`~medmtl.tasks.TaskSpec` by
-:func:`build_task_metrics`. Every accumulator follows MONAI's cumulative-metric life cycle:
+One accumulator per task kind (the ``metrics`` of its :class:`medmtl.engine.kinds.EngineKind`),
+built from a :class:`~medmtl.tasks.TaskSpec` by :func:`medmtl.engine.kinds.build_task_metrics`.
+Every accumulator follows MONAI's cumulative-metric life cycle:
 ``reset()``, ``update(pred, target)`` once per batch, ``aggregate()`` once per evaluation, and
 returns a flat ``dict[str, float]`` that handlers can log as is:
 
@@ -52,7 +53,6 @@ from monai.metrics import (
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 from monai.networks.utils import one_hot
 
-from medmtl.engine.cases import encode_matches
 from medmtl.tasks import TaskSpec
 
 __all__ = [
@@ -63,11 +63,12 @@ __all__ = [
     "ClassificationMetrics",
     "MultiLabelMetrics",
     "DetectionMetrics",
-    "build_task_metrics",
     "summary_key",
     "summary_values",
     "key_metric_value",
     "higher_is_better",
+    "encode_matches",
+    "decode_matches",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,10 +125,8 @@ def summary_key(spec: TaskSpec, metric: str) -> str:
     """
     if metric not in spec.metrics:
         raise KeyError(f"task {spec.name!r} has no metric {metric!r}; its metrics are {spec.metrics}")
-    if metric in ("dice", "hd95"):
+    if metric in spec.task_kind.mean_metrics:  # per class or label, summarised by their mean
         return f"{metric}_mean"
-    if metric == "auc" and spec.kind == "multilabel":
-        return "auc_mean"
     if metric == "map":
         return f"map@{_iou_threshold(spec):g}"
     return metric
@@ -161,6 +160,27 @@ def _to_cpu(x: Any) -> torch.Tensor:
     return torch.as_tensor(x).detach().cpu()
 
 
+def _auc_per_column(prob: torch.Tensor, onehot: torch.Tensor) -> list[float]:
+    """ROC AUC of each column (``nan`` where a column has one class only), without MONAI's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y values can not be all")
+        values = compute_roc_auc(prob, onehot, average="none")
+    return [float(v) for v in np.atleast_1d(np.asarray(values, dtype=float))]
+
+
+def encode_matches(image: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, dict[str, list]]:
+    """One image's matching result (``matching_batch`` item) in JSON types."""
+    return {str(c): {k: np.asarray(v).tolist() for k, v in result.items()} for c, result in image.items()}
+
+
+def decode_matches(image: Mapping[str, Mapping[str, list]]) -> dict[int, dict[str, np.ndarray]]:
+    """Inverse of :func:`encode_matches`, with the dtypes ``matching_batch`` gives."""
+    return {
+        int(c): {k: np.asarray(v, dtype=np.int64 if k == "gtIgnore" else np.float64) for k, v in result.items()}
+        for c, result in image.items()
+    }
+
+
 class TaskMetrics(ABC):
     """Accumulates the evaluation metrics of one task over many batches.
 
@@ -183,10 +203,21 @@ class TaskMetrics(ABC):
     def aggregate(self) -> dict[str, float]:
         """The metrics over everything seen since the last :meth:`reset` (a collective call under DDP)."""
 
+    #: the record key whose length is the number of cases (see :meth:`cases`)
+    case_key: str = ""
+    #: the metric a record recomputes (:meth:`key_metric_of_cases`)
+    recorded_metric: str = ""
+
     @abstractmethod
     def cases(self) -> dict[str, Any]:
         """Per-case record of what the key metric is computed from (see :mod:`medmtl.engine.cases`);
         call after :meth:`aggregate` (which gathers the ranks)."""
+
+    @classmethod
+    @abstractmethod
+    def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
+        """:attr:`recorded_metric` on the cases ``index`` of a :meth:`cases` record, computed as
+        :meth:`aggregate` computes it, so the identity resample gives the reported value."""
 
     def key_metric(self, results: Mapping[str, float]) -> float:
         """Shortcut for :func:`key_metric_value` of this task."""
@@ -272,6 +303,16 @@ class SegmentationMetrics(TaskMetrics):
         dice = self.dice.get_buffer().double()
         return {"classes": list(self.organs), "dice": [[v if math.isfinite(v) else None for v in row] for row in dice.tolist()]}
 
+    case_key = "dice"
+    recorded_metric = "dice"
+
+    @classmethod
+    def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
+        dice = np.array([[np.nan if v is None else v for v in row] for row in cases["dice"]], dtype=float)[index]
+        per_class = [float(np.nanmean(col)) if np.isfinite(col).any() else math.nan for col in dice.T]
+        defined = [v for v in per_class if not math.isnan(v)]
+        return float(np.mean(defined)) if defined else math.nan
+
     def _per_class(self, name: str, buffer: torch.Tensor | None, count_key: str) -> dict[str, float]:
         """Mean over defined cases per class from a MONAI buffer ``(N, C-1)``, plus the class mean."""
         if buffer is None or len(buffer) == 0:
@@ -351,10 +392,22 @@ class ClassificationMetrics(TaskMetrics):
                 results.update(per_class)
         return results
 
-
     def cases(self) -> dict[str, Any]:
         probs, onehot = self.auc.get_buffer()
         return {"prob": probs.double().tolist(), "label": onehot.argmax(1).tolist()}
+
+    case_key = "label"
+    recorded_metric = "auc"
+
+    @classmethod
+    def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
+        prob = torch.as_tensor(np.asarray(cases["prob"], dtype=float)[index])
+        label = np.asarray(cases["label"], dtype=int)[index]
+        onehot = torch.as_tensor(np.eye(prob.shape[1])[label])
+        if prob.shape[1] == 2:
+            return _auc_per_column(prob[:, 1:], onehot[:, 1:])[0]
+        values = [v for v in _auc_per_column(prob, onehot) if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
 
 
 def _per_label_auc(spec: TaskSpec, values: Sequence[float]) -> dict[str, float]:
@@ -411,13 +464,23 @@ class MultiLabelMetrics(TaskMetrics):
             raise RuntimeError(f"task {self.spec.name!r}: aggregate() called before any update()")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="y values can not be all")
-            values = [float(v) for v in self.auc.aggregate()]
+            # atleast_1d: with one label MONAI returns a float, not a list
+            values = [float(v) for v in np.atleast_1d(self.auc.aggregate())]
         return _per_label_auc(self.spec, values)
-
 
     def cases(self) -> dict[str, Any]:
         probs, labels = self.auc.get_buffer()
         return {"prob": probs.double().tolist(), "label": labels.int().tolist()}
+
+    case_key = "label"
+    recorded_metric = "auc"
+
+    @classmethod
+    def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
+        prob = torch.as_tensor(np.asarray(cases["prob"], dtype=float)[index])
+        label = torch.as_tensor(np.asarray(cases["label"], dtype=float)[index])
+        values = [v for v in _auc_per_column(prob, label) if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
 
 
 def _sync_cumulative(metric: Any) -> None:
@@ -576,6 +639,17 @@ class DetectionMetrics(TaskMetrics):
             "matches": [encode_matches(image) for image in self._gathered()],
         }
 
+    case_key = "matches"
+    recorded_metric = "map"
+
+    @classmethod
+    def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
+        iou, max_det = float(cases["iou"]), int(cases["max_detections"])
+        coco = COCOMetric(classes=list(spec.class_names), iou_list=[iou], iou_range=(iou, iou, iou), max_detection=[max_det], verbose=False)
+        values, _ = coco([decode_matches(cases["matches"][i]) for i in index])
+        value = float(values[f"AP_IoU_{iou:.2f}_MaxDet_{max_det}"])
+        return math.nan if value < 0 else value
+
     def froc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The FROC curve over everything seen, for plotting (a collective call under DDP).
 
@@ -613,21 +687,3 @@ class DetectionMetrics(TaskMetrics):
 
 def _undefined_if_negative(value: float) -> float:
     return float("nan") if value < 0 else float(value)
-
-
-_BY_KIND: dict[str, type[TaskMetrics]] = {
-    "segmentation": SegmentationMetrics,
-    "classification": ClassificationMetrics,
-    "multilabel": MultiLabelMetrics,
-    "detection": DetectionMetrics,
-}
-
-
-def build_task_metrics(spec: TaskSpec, **options: Any) -> TaskMetrics:
-    """The metric accumulator for ``spec.kind``; ``options`` go to its constructor.
-
-    Example:
-        >>> from medmtl.tasks import get_task
-        >>> metrics = build_task_metrics(get_task("mammo_mass_det"), fp_rates=(0.5, 1, 2))
-    """
-    return _BY_KIND[spec.kind](spec, **options)

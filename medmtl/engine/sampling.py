@@ -43,6 +43,7 @@ from monai.transforms import Randomizable
 from monai.utils import MAX_SEED
 from torch.utils.data import DataLoader, Sampler
 
+from medmtl.data.kinds import KeepListsCollate  # re-exported: it used to live here
 from medmtl.errors import CheckpointError, ConfigError
 from medmtl.tasks import task_key
 
@@ -484,30 +485,6 @@ class _MultiTaskCollate:
         for task, sample in items:
             groups[task].append(sample)
         return {t: self.collate_fns[t](samples) for t, samples in groups.items() if samples}
-
-
-class KeepListsCollate:
-    """``list_data_collate`` that keeps some keys as per-sample lists instead of stacking them.
-
-    For detection, whose samples carry a different number of boxes each: ``boxes`` ``(N_i, 2 * dims)``
-    and ``box_labels`` ``(N_i,)`` come back as lists of length ``B`` while the images are stacked.
-    Samples that are lists (several crops of one image, e.g. from ``num_samples > 1``) are
-    flattened first, as ``list_data_collate`` does.
-
-    Args:
-        keys: the keys to keep as lists.
-    """
-
-    def __init__(self, keys: Sequence[str] = ("boxes", "box_labels")) -> None:
-        self.keys = tuple(keys)
-
-    def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
-        samples = [s for item in batch for s in (item if isinstance(item, list) else [item])]
-        kept = {k: [s[k] for s in samples] for k in self.keys if k in samples[0]}
-        rest = [{k: v for k, v in s.items() if k not in kept} for s in samples]
-        collated = list_data_collate(rest)
-        collated.update(kept)
-        return collated
 
 
 class MultiTaskLoader:

@@ -1,7 +1,8 @@
 """One task's forward pass, loss and prediction, shared by the trainer, evaluator and inference.
 
-The four kinds of task differ in what a batch holds and what the head returns; this module is
-the one place that knows it, so the engines stay task-agnostic:
+The kinds of task differ in what a batch holds and what the head returns; each kind's
+:class:`~medmtl.engine.kinds.EngineKind` knows it, and these functions hand the task to it, so the
+engines stay task-agnostic. The built-in kinds:
 
 =============== ========================= ====================================================
 kind            batch keys                 prediction (for metrics / outputs)
@@ -20,47 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.inferers import Inferer, SlidingWindowInferer
+from monai.inferers import Inferer
 
+from medmtl.engine.kinds import default_inferer, detection_targets, detections_as_standard, engine_kind, to_device
 from medmtl.tasks import TaskSpec
 
 __all__ = ["default_inferer", "detection_targets", "detections_as_standard", "probabilities", "task_loss", "task_predict", "to_device"]
-
-
-def to_device(value: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
-    """Move tensors (also inside lists) to ``device``; other values are returned as they are."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=non_blocking)
-    if isinstance(value, (list, tuple)):
-        return [to_device(v, device, non_blocking) for v in value]
-    return value
-
-
-def detection_targets(
-    batch: Mapping[str, Any], device: torch.device | str, box_key: str = "boxes", label_key: str = "labels"
-) -> list[dict[str, torch.Tensor]]:
-    """Per-image ``{box_key: (N, 2*dims), label_key: (N,)}`` targets from a collated detection batch."""
-    boxes, labels = batch["boxes"], batch["box_labels"]
-    if isinstance(boxes, torch.Tensor):  # a batch of equal box counts was stacked by the collate
-        boxes, labels = list(boxes), list(labels)
-    targets = []
-    for b, l in zip(boxes, labels):
-        b = torch.as_tensor(b, dtype=torch.float32)
-        width = b.shape[-1] if b.ndim == 2 else 4
-        targets.append({box_key: b.reshape(-1, width).to(device), label_key: torch.as_tensor(l, dtype=torch.long).reshape(-1).to(device)})
-    return targets
-
-
-def detections_as_standard(detector: Any, detections: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-    """Detector outputs renamed to ``boxes`` / ``labels`` / ``labels_scores`` and moved to the CPU."""
-    return [
-        {
-            "boxes": d[detector.target_box_key].detach().float().cpu(),
-            "labels": d[detector.target_label_key].detach().cpu(),
-            "labels_scores": d[detector.pred_score_key].detach().float().cpu(),
-        }
-        for d in detections
-    ]
 
 
 def task_loss(
@@ -84,25 +50,7 @@ def task_loss(
         inferer: how dense / classification heads are run on the batch (e.g. MONAI's
             ``SimpleInferer``, called as ``inferer(image, network, task)``); default: the network.
     """
-    image = to_device(batch["image"], device, non_blocking)
-    if spec.kind == "detection":
-        detector = network.detector(spec.name)
-        losses = detector(image, detection_targets(batch, device, detector.target_box_key, detector.target_label_key))
-        return losses[detector.cls_key] + losses[detector.box_reg_key]
-    if loss_fn is None:
-        raise ValueError(f"task {spec.name!r} needs a loss function")
-    output = inferer(image, network, spec.name) if inferer is not None else network(image, spec.name)
-    label = to_device(batch["label"], device, non_blocking)
-    if spec.kind == "classification":
-        return loss_fn(output, torch.as_tensor(label).long().reshape(-1))
-    if spec.kind == "multilabel":
-        return loss_fn(output, torch.as_tensor(label).float().reshape(output.shape))
-    return loss_fn(output, label)
-
-
-def default_inferer(spec: TaskSpec, sw_batch_size: int = 2, overlap: float = 0.25, **kwargs: Any) -> Inferer:
-    """Gaussian-blended sliding windows of the task's patch size (used for 3D segmentation)."""
-    return SlidingWindowInferer(roi_size=spec.patch_size, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian", **kwargs)
+    return engine_kind(spec).loss(network, spec, batch, loss_fn, device, non_blocking, inferer)
 
 
 @torch.no_grad()
@@ -119,17 +67,10 @@ def task_predict(
     volumes of any size work; the inferer's ``sw_device``/``device`` decide where windows and
     the stitched output live.
     """
-    image = to_device(image, device)
-    if spec.kind == "detection":
-        detector = network.detector(spec.name)
-        detector.eval()
-        return detections_as_standard(detector, detector(image))
-    if spec.kind == "segmentation":
-        inferer = inferer or default_inferer(spec)
-        return inferer(image, network, spec.name)
-    return network(image, spec.name)
+    kind = engine_kind(spec)
+    return kind.predict(network, spec, to_device(image, device), kind.inferer(spec, inferer))
 
 
 def probabilities(spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities (softmax over dim 1) or per-label probabilities (sigmoid)."""
-    return torch.softmax(logits, dim=1) if spec.kind in ("classification", "segmentation") else torch.sigmoid(logits)
+    return engine_kind(spec).probabilities(logits)

@@ -142,7 +142,7 @@ class TaskModule(nn.Module):
         self.in_channels = _in_channels(net)
         self.size_divisible = net.size_divisible
         self._divisor = net.size_divisible
-        self._dense = spec.kind == "segmentation"
+        self._dense = spec.label_is_image
         self.trunk = _task_trunk(net.trunk, spec.name)
         self.head = net.heads[spec.name]
 
@@ -189,7 +189,7 @@ class DetectionTaskModule(TaskModule):
 
 def task_module(net: MultiTaskNet, task: str) -> TaskModule:
     """:class:`DetectionTaskModule` for a detection task, else :class:`TaskModule` (``ConfigError`` if unknown)."""
-    if task in net.task_specs and net.task_specs[task].kind == "detection":
+    if task in net.task_specs and isinstance(net.heads[task], RetinaNetHead):
         return DetectionTaskModule(net, task)
     return TaskModule(net, task)
 
@@ -474,7 +474,7 @@ def export_tasks(
         size = [int(s) for s in sizes[task]]
         if len(size) != spec.spatial_dims or any(s <= 0 for s in size):
             raise ConfigError(f"task {task!r}: input size {size} must be {spec.spatial_dims} positive ints")
-        if spec.kind == "segmentation" and any(s % net.size_divisible for s in size):
+        if spec.label_is_image and any(s % net.size_divisible for s in size):
             raise ConfigError(f"task {task!r}: input size {size} must be divisible by {net.size_divisible}")
         sizes[task] = size
     out_dir = Path(output_dir)

@@ -19,19 +19,20 @@ a per-label sigmoid (multilabel) at prediction time, so the training losses take
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
-from medmtl.errors import ConfigError
 from medmtl.networks.blocks import DEFAULT_ACT, DEFAULT_NORM
 from medmtl.networks.detection import RetinaNetHead
-from medmtl.tasks import TaskSpec
+from medmtl.tasks import KindRegistry, TaskSpec
 
-__all__ = ["SegmentationDecoder", "ClassificationHead", "build_head"]
+__all__ = ["HEADS", "SegmentationDecoder", "ClassificationHead", "build_head", "register_head"]
 
 
 class SegmentationDecoder(nn.Module):
@@ -133,6 +134,52 @@ class ClassificationHead(nn.Module):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
 
+#: ``kind -> factory(spec, encoder_channels, **options)`` of the head of every task of that kind;
+#: a new kind registers its factory with :func:`register_head`.
+HEADS = KindRegistry("head", "medmtl.networks.heads.register_head")
+
+
+def register_head(kind: str, overwrite: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a head factory for task kind ``kind``.
+
+    The factory is called as ``factory(spec, encoder_channels, norm=..., act=..., hidden_channels=...,
+    dropout=..., fpn_channels=..., fpn_levels=..., base_anchor_shapes=...)`` (the keyword arguments
+    of :func:`build_head`) and takes ``**kwargs`` for the options it does not use.
+    """
+
+    return lambda factory: HEADS.register(kind, factory, overwrite)
+
+
+@register_head("segmentation")
+def _segmentation_head(spec: TaskSpec, encoder_channels: Sequence[int], norm: Any, act: Any, **_: Any) -> nn.Module:
+    return SegmentationDecoder(spec.spatial_dims, encoder_channels, spec.num_classes, norm, act)
+
+
+def _classification_head(
+    spec: TaskSpec, encoder_channels: Sequence[int], act: Any, hidden_channels: int, dropout: float, multilabel: bool = False, **_: Any
+) -> nn.Module:
+    return ClassificationHead(encoder_channels[-1], spec.num_classes, hidden_channels, act, dropout, multilabel=multilabel)
+
+
+# one head for both kinds: only the activation of its probabilities differs
+register_head("classification")(_classification_head)
+register_head("multilabel")(partial(_classification_head, multilabel=True))
+
+
+@register_head("detection")
+def _detection_head(
+    spec: TaskSpec,
+    encoder_channels: Sequence[int],
+    fpn_channels: int,
+    fpn_levels: Sequence[int] | None,
+    base_anchor_shapes: Sequence[Sequence[float]] | None,
+    **_: Any,
+) -> nn.Module:
+    if base_anchor_shapes is None:
+        base_anchor_shapes = spec.extra.get("base_anchor_shapes")
+    return RetinaNetHead(spec.spatial_dims, spec.num_classes, encoder_channels, fpn_channels, fpn_levels, base_anchor_shapes)
+
+
 def build_head(
     spec: TaskSpec,
     encoder_channels: Sequence[int],
@@ -144,7 +191,7 @@ def build_head(
     fpn_levels: Sequence[int] | None = None,
     base_anchor_shapes: Sequence[Sequence[float]] | None = None,
 ) -> nn.Module:
-    """The head of ``spec.kind`` for ``spec`` (its ``spatial_dims`` and ``num_classes``).
+    """The head of ``spec.kind`` (its factory in :data:`HEADS`) for ``spec``.
 
     Args:
         spec: the task.
@@ -162,16 +209,14 @@ def build_head(
     Raises:
         ConfigError: for a kind without a head.
     """
-    if spec.kind == "segmentation":
-        return SegmentationDecoder(spec.spatial_dims, encoder_channels, spec.num_classes, norm, act)
-    if spec.kind in ("classification", "multilabel"):
-        return ClassificationHead(
-            encoder_channels[-1], spec.num_classes, hidden_channels, act, dropout, multilabel=spec.kind == "multilabel"
-        )
-    if spec.kind == "detection":
-        if base_anchor_shapes is None:
-            base_anchor_shapes = spec.extra.get("base_anchor_shapes")
-        return RetinaNetHead(
-            spec.spatial_dims, spec.num_classes, encoder_channels, fpn_channels, fpn_levels, base_anchor_shapes
-        )
-    raise ConfigError(f"task {spec.name!r}: no head for kind {spec.kind!r}")
+    return HEADS.of(spec)(
+        spec,
+        encoder_channels,
+        norm=norm,
+        act=act,
+        hidden_channels=hidden_channels,
+        dropout=dropout,
+        fpn_channels=fpn_channels,
+        fpn_levels=fpn_levels,
+        base_anchor_shapes=base_anchor_shapes,
+    )

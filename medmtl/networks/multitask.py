@@ -86,7 +86,7 @@ class MultiTaskNet(nn.Module):
         # plain-typed copies of the task specs for the TorchScript forward (``_forward_scripted``)
         self._task_names = list(self.task_specs)
         self._task_dims = {s.name: s.spatial_dims for s in specs}
-        self._dense_tasks = [s.name for s in specs if s.kind == "segmentation"]
+        self._dense_tasks = [s.name for s in specs if s.label_is_image]
         encoder_kwargs = {
             "in_channels": in_channels,
             "channels": tuple(channels),
@@ -160,7 +160,7 @@ class MultiTaskNet(nn.Module):
         dims = spatial_dims_of(x)
         if dims != spec.spatial_dims:
             raise ValueError(f"task {spec.name!r} is {spec.spatial_dims}D but got a {dims}D input {tuple(x.shape)}")
-        if spec.kind == "segmentation" and any(s % self.size_divisible for s in x.shape[2:]):
+        if spec.label_is_image and any(s % self.size_divisible for s in x.shape[2:]):
             raise ValueError(
                 f"task {spec.name!r}: spatial size {tuple(x.shape[2:])} must be divisible by "
                 f"net.size_divisible={self.size_divisible} (pad with DivisiblePadd or use a sliding-window roi_size "
@@ -204,7 +204,7 @@ class MultiTaskNet(nn.Module):
         which is the module DDP wraps.
         """
         spec = self._task(task)
-        if spec.kind != "detection":
+        if not isinstance(self.heads[spec.name], RetinaNetHead):
             raise ConfigError(f"task {task!r} is a {spec.kind} task; only detection tasks have a detector")
         if task not in self._detectors:
             head = cast(RetinaNetHead, self.heads[task])

@@ -55,6 +55,11 @@ class SharingTrunk(nn.Module):
         self.num_stages: int = len(self.out_channels)
         self.size_divisible: int = 2 ** (self.num_stages - 1)
 
+    @classmethod
+    def from_options(cls, tasks: Sequence[str], encoder_kwargs: dict[str, Any], **options: Any) -> SharingTrunk:
+        """Build from :func:`build_trunk`'s options, taking those of this mode (hard takes none)."""
+        return cls(tasks, encoder_kwargs)
+
     def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
         """(B, C, *spatial) -> feature pyramid of task ``task`` (see ``SharedEncoder``)."""
         raise NotImplementedError
@@ -104,6 +109,10 @@ class SoftSharing(SharingTrunk):
         encoder_kwargs: ``SharedEncoder`` arguments.
         weight: coefficient of the penalty.
     """
+
+    @classmethod
+    def from_options(cls, tasks: Sequence[str], encoder_kwargs: dict[str, Any], soft_penalty: float = 1e-3, **_: Any) -> SoftSharing:
+        return cls(tasks, encoder_kwargs, weight=soft_penalty)
 
     def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any], weight: float = 1e-3):
         super().__init__(tasks, encoder_kwargs)
@@ -190,6 +199,12 @@ class MixedSharing(SharingTrunk):
         self_weight: initial diagonal of the cross-stitch matrices.
     """
 
+    @classmethod
+    def from_options(
+        cls, tasks: Sequence[str], encoder_kwargs: dict[str, Any], shared_stages: int = 2, cross_stitch_per_channel: bool = True, **_: Any
+    ) -> MixedSharing:
+        return cls(tasks, encoder_kwargs, shared_stages=shared_stages, per_channel=cross_stitch_per_channel)
+
     def __init__(
         self,
         tasks: Sequence[str],
@@ -275,11 +290,14 @@ def build_trunk(
     shared_stages: int = 2,
     cross_stitch_per_channel: bool = True,
 ) -> SharingTrunk:
-    """The trunk of sharing mode ``sharing`` (``ConfigError`` naming the known modes otherwise)."""
-    if sharing == "hard":
-        return HardSharing(tasks, encoder_kwargs)
-    if sharing == "soft":
-        return SoftSharing(tasks, encoder_kwargs, weight=soft_penalty)
-    if sharing == "mixed":
-        return MixedSharing(tasks, encoder_kwargs, shared_stages=shared_stages, per_channel=cross_stitch_per_channel)
-    raise ConfigError(f"unknown sharing mode {sharing!r}; expected one of {sorted(SHARING_MODES)}")
+    """The trunk of sharing mode ``sharing`` from :data:`SHARING_MODES` (``ConfigError`` naming the
+    known modes otherwise); each mode takes the options it uses (:meth:`SharingTrunk.from_options`)."""
+    if sharing not in SHARING_MODES:
+        raise ConfigError(f"unknown sharing mode {sharing!r}; expected one of {sorted(SHARING_MODES)}")
+    return SHARING_MODES[sharing].from_options(
+        tasks,
+        encoder_kwargs,
+        soft_penalty=soft_penalty,
+        shared_stages=shared_stages,
+        cross_stitch_per_channel=cross_stitch_per_channel,
+    )

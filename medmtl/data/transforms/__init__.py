@@ -23,9 +23,10 @@ transform with its dictionary twin beside it):
   :class:`ResizeToFitd` / :class:`RandResizeToFitd`: resize keeping the aspect ratio so that the
   whole image fits inside a size (nothing is ever cropped), warning when the size looks
   transposed; pad afterwards with MONAI's ``SpatialPadd``.
-* :mod:`~medmtl.data.transforms.boxes`: :class:`StandardizeBoxesd` and :class:`BoxesFollowd`: boxes
-  from the datalist in any MONAI box mode, and boxes that follow any affine-tracked spatial
-  transform of their image.
+* :mod:`~medmtl.data.transforms.boxes`: :class:`StandardizeBoxesd`, :class:`BoxesFollowd` and
+  :class:`BoxesToStoredGridd`: boxes from the datalist in any MONAI box mode, boxes that follow
+  any affine-tracked spatial transform of their image, and predicted boxes mapped back to the
+  stored image's pixels.
 * :mod:`~medmtl.data.transforms.utils`: private helpers shared by several families.
 
 Every public name is re-exported here (``from medmtl.data.transforms import X``); the dictionary
@@ -39,6 +40,9 @@ from medmtl.data.transforms.boxes import (
     BoxesFollowD,
     BoxesFollowDict,
     BoxesFollowd,
+    BoxesToStoredGridD,
+    BoxesToStoredGridDict,
+    BoxesToStoredGridd,
     StandardizeBoxesD,
     StandardizeBoxesDict,
     StandardizeBoxesd,

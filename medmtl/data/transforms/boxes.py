@@ -1,14 +1,16 @@
-"""Boxes: :class:`StandardizeBoxesd` and :class:`BoxesFollowd`.
+"""Boxes: :class:`StandardizeBoxesd`, :class:`BoxesFollowd` and :class:`BoxesToStoredGridd`.
 
 Boxes from the datalist in any MONAI box mode, read per entry, and boxes that follow any
 affine-tracked spatial transform of their image: MONAI's box transforms fix the box mode or the
-flip / zoom when they are built, while these are decided per entry and per image.
+flip / zoom when they are built, while these are decided per entry and per image. Predicted boxes
+go back to the stored image's pixels with :class:`BoxesToStoredGridd`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,10 @@ from monai.data.box_utils import (
     clip_boxes_to_image,
     convert_box_to_standard_mode,
 )
+from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
 from monai.transforms import MapTransform, Randomizable
+from monai.utils import MetaKeys
 
 from medmtl.data.transforms.utils import _filename
 from medmtl.errors import ImageLoadError
@@ -29,6 +33,9 @@ __all__ = [
     "BoxesFollowD",
     "BoxesFollowDict",
     "BoxesFollowd",
+    "BoxesToStoredGridD",
+    "BoxesToStoredGridDict",
+    "BoxesToStoredGridd",
     "StandardizeBoxesD",
     "StandardizeBoxesDict",
     "StandardizeBoxesd",
@@ -195,3 +202,63 @@ class BoxesFollowd(Randomizable, MapTransform):
 
 StandardizeBoxesD = StandardizeBoxesDict = StandardizeBoxesd
 BoxesFollowD = BoxesFollowDict = BoxesFollowd
+
+
+def _stored_grid(data: Mapping[Hashable, Any], image_key: str) -> dict[Hashable, Any]:
+    """``data`` with the image replaced by a voxel-free stand-in on the grid of the stored image."""
+    img = data[image_key]
+    shape = [int(s) for s in np.asarray(img.meta[MetaKeys.SPATIAL_SHAPE]).reshape(-1)]
+    # MONAI's PILReader records no original affine: LoadImage leaves PNG / JPEG images with
+    # MetaTensor's default (identity) affine, so that is their stored grid
+    affine = img.meta.get(MetaKeys.ORIGINAL_AFFINE)
+    affine = MetaTensor.get_default_affine() if affine is None else torch.as_tensor(np.asarray(affine), dtype=torch.float64)
+    stand_in = MetaTensor(torch.zeros(()).expand(img.shape[0], *shape), affine=affine)
+    return {**data, image_key: stand_in}
+
+
+class BoxesToStoredGridd(MapTransform):
+    """Map boxes from the preprocessed image's array coordinates to the stored image's pixels.
+
+    The modality pipelines record every flip, crop, pad and resize in the image's affine, and the
+    loader keeps the stored image's affine (``original_affine``) and shape (``spatial_shape``) in
+    the meta data. :class:`BoxesFollowd` moves boxes between the grids of
+    two affines (with the pixel-edge convention of the datalist boxes), so it does the mapping
+    here too, with the jump back to the stored grid as its "transform"; boxes are then clipped
+    to the stored image and boxes left empty (e.g. in padding) are dropped with their
+    ``per_box_keys`` values.
+
+    Args:
+        keys: keys of ``(N, 2 * spatial_dims)`` boxes in standard (``xyxy``) mode.
+        image_key: key of the preprocessed image the boxes belong to.
+        per_box_keys: keys of per-box values (labels, scores) filtered with the boxes.
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str] = "boxes",
+        image_key: str = "image",
+        per_box_keys: Sequence[str] = ("labels", "labels_scores"),  # the detector's outputs
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.per_box_keys = tuple(per_box_keys)
+        # the box index rides along as BoxesFollowd's per-box label, to filter every per-box key
+        self._follow = {
+            key: BoxesFollowd(partial(_stored_grid, image_key=image_key), key, image_key, label_keys=f"{key}_index") for key in self.keys
+        }
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            boxes = torch.as_tensor(d[key], dtype=torch.float32)
+            index_key = f"{key}_index"
+            moved = self._follow[key]({self.image_key: d[self.image_key], key: boxes, index_key: torch.arange(boxes.shape[0])})
+            d[key] = moved[key]
+            for k in self.per_box_keys:
+                if k in d:
+                    d[k] = torch.as_tensor(d[k])[moved[index_key]]
+        return d
+
+
+BoxesToStoredGridD = BoxesToStoredGridDict = BoxesToStoredGridd

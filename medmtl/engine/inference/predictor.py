@@ -19,9 +19,10 @@ from monai.engines import Evaluator
 from monai.inferers import Inferer
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from medmtl.engine.inference.schema import check_outputs, mask_path
+from medmtl.engine.inference.schema import check_outputs
 from medmtl.engine.inference.writer import PredictionWriter
-from medmtl.engine.steps import default_inferer, task_predict
+from medmtl.engine.kinds import engine_kind
+from medmtl.engine.steps import task_predict
 from medmtl.errors import ConfigError
 from medmtl.tasks import get_task
 
@@ -113,23 +114,14 @@ class MultiTaskPredictor(Evaluator):
         spec = get_task(item["task"])
         if spec.name not in self.task_postprocessing:
             raise ConfigError(f"no postprocessing for task {spec.name!r}; it exists for {sorted(self.task_postprocessing)}")
-        inferer = None
-        if spec.kind == "segmentation":
-            inferer = self.inferer or default_inferer(spec)
+        kind = engine_kind(spec)
         # a plain tensor: MetaTensor's meta tracking through every layer costs time, and the
         # postprocessing takes the geometry from the preprocessed image itself
         image = item["image"].as_tensor() if isinstance(item["image"], MetaTensor) else torch.as_tensor(item["image"])
         with torch.autocast("cuda", enabled=self._use_amp):
-            pred = task_predict(self.network, spec, image[None], engine.state.device, inferer)
-        data = dict(item)
-        if spec.kind == "detection":
-            data.update(pred[0])
-        else:
-            data["pred"] = pred[0].detach().float().cpu()
+            pred = task_predict(self.network, spec, image[None], engine.state.device, kind.inferer(spec, self.inferer))
+        data = {**item, **kind.raw_output(pred[0])}
         data = self.task_postprocessing[spec.name](data)
-        if spec.kind == "segmentation":
-            data["mask"] = mask_path(self.output_dir, spec.name, data["id"])
-            self.writer.save_mask(data["pred"], data["mask"])
         return self.writer.record(spec, data)
 
     def write_predictions(self) -> Path:

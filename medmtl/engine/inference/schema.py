@@ -70,7 +70,7 @@ def check_outputs(items: Sequence[Mapping[str, Any]], output_dir: str | os.PathL
         ConfigError: some of them exist and ``overwrite`` is false (names them).
     """
     planned = [Path(output_dir) / PREDICTIONS_FILE]
-    planned += [mask_path(output_dir, it["task"], it["id"]) for it in items if get_task(it["task"]).kind == "segmentation"]
+    planned += [mask_path(output_dir, it["task"], it["id"]) for it in items if get_task(it["task"]).label_is_image]
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")

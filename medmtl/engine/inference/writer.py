@@ -29,7 +29,8 @@ import torch
 from monai.transforms import SaveImage
 
 from medmtl.engine.handlers import write_json_atomic
-from medmtl.engine.inference.schema import BOX_FRAME, PREDICTIONS_FILE, SCHEMA, STAGING_PREFIX
+from medmtl.engine.inference.schema import BOX_FRAME, PREDICTIONS_FILE, SCHEMA, STAGING_PREFIX, mask_path
+from medmtl.engine.kinds import engine_kind
 from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task
 
@@ -79,30 +80,20 @@ class PredictionWriter:
         return self._staging / path.relative_to(self.output_dir)
 
     def record(self, spec: TaskSpec, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The ``predictions.json`` item of one postprocessed prediction (see :mod:`medmtl.engine.inference.schema`)."""
-        record: dict[str, Any] = {"id": data["id"], "task": spec.name}
-        if spec.kind in ("classification", "multilabel"):
-            probs = [float(p) for p in torch.as_tensor(data["pred"]).reshape(-1)]
-            record["probabilities"] = dict(zip(spec.class_names, probs))
-            if spec.kind == "classification":
-                record["prediction"] = spec.class_names[int(np.argmax(probs))]
-        elif spec.kind == "detection":
-            scores = torch.as_tensor(data["labels_scores"]).float()
-            order = torch.argsort(scores, descending=True)
-            record["boxes"] = [[round(float(v), 3) for v in box] for box in torch.as_tensor(data["boxes"])[order]]
-            record["scores"] = [float(s) for s in scores[order]]
-            record["labels"] = [spec.class_names[int(c)] for c in torch.as_tensor(data["labels"])[order]]
-        else:
-            record["mask"] = data["mask"].relative_to(self.output_dir).as_posix()
-        return record
+        """The ``predictions.json`` item of one postprocessed prediction (see :mod:`medmtl.engine.inference.schema`);
+        the task's kind says what it holds (:meth:`medmtl.engine.kinds.EngineKind.record`)."""
+        return {"id": data["id"], "task": spec.name, **engine_kind(spec).record(spec, data, self)}
 
-    def save_mask(self, mask: torch.Tensor, target: Path) -> None:
-        """Write ``mask`` (``(1, *spatial)`` with meta) to the staging path of the output ``target``."""
+    def save_mask(self, mask: torch.Tensor, task: str, item_id: str) -> str:
+        """Stage ``mask`` (``(1, *spatial)`` with meta) as the mask of item ``item_id`` of ``task``;
+        returns its path relative to ``output_dir`` (as ``predictions.json`` gives it)."""
+        target = mask_path(self.output_dir, task, item_id)
         path = self._staged(target)
         if path.exists():  # two items with one id would silently share a mask
             raise ConfigError(f"{path.name}: two inputs map to the same output; their ids must differ")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._saver(mask, filename=str(path)[: -len(".nii.gz")])
+        return target.relative_to(self.output_dir).as_posix()
 
     def publish(self, records: Sequence[Mapping[str, Any]]) -> Path:
         """Move this run's outputs into ``output_dir`` as one set, ``predictions.json`` (of ``records``) last."""
