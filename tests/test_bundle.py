@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from bundle_cli import CONFIGS, REPO, SHRINK, bundle_run, check, cli_args
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 
+from medmtl.data.datasets import task_pipeline
+from medmtl.data.pipelines import modality_transforms
 from medmtl.engine.cases import key_metric_of_cases
 from medmtl.engine.components import (
     check_output_dirs,
@@ -25,7 +27,7 @@ from medmtl.engine.components import (
 )
 from medmtl.engine.metrics import summary_key
 from medmtl.errors import CheckpointError, ConfigError
-from medmtl.tasks import get_task
+from medmtl.tasks import TASKS, TaskSpec, get_task
 
 TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
 MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
@@ -110,7 +112,7 @@ def test_model_zoo_verify_data_shape_on_inference_json(tmp_path: Path) -> None:
     )
     # the weights are still required to run: a named error, not a deep traceback
     workflow = ConfigWorkflow(config_file=str(tmp_path / "configs" / "inference.json"), workflow_type="infer", bundle_root=str(tmp_path))
-    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of the components it builds
         workflow.parser.get_parsed_content("network")
     assert isinstance(err.value.__cause__, CheckpointError) and "model.pt" in str(err.value.__cause__)
 
@@ -119,6 +121,53 @@ def test_train_workflow_properties(tiny: Path, tmp_path: Path) -> None:
     workflow = ConfigWorkflow(config_file=str(TRAIN), workflow_type="train", bundle_root=str(tmp_path), dataset_dir=str(tiny), **SHRINK)
     workflow.initialize()
     assert not workflow.check_properties()
+
+
+def train_config(tiny: Path, tmp_path: Path, **overrides: object) -> ConfigParser:
+    """train.json on the tiny preset with ``overrides``, as ``--key value`` on the command line sets them."""
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(tiny), "cache": "none", **SHRINK, **overrides})
+    return parser
+
+
+def test_one_task_s_preprocessing_is_replaced_from_the_config(tiny: Path, tmp_path: Path) -> None:
+    """``train#preprocessing#<task>`` is the task's pipeline: replacing the entry (another
+    ``_target_``) or one of its arguments changes that task's dataset and no other."""
+    replaced = {"_target_": "medmtl.data.pipelines.modality_transforms", "modality": "cxr", "mode": "eval",
+                "task": "cxr_findings", "spatial_size": [40, 40]}
+    parser = train_config(tiny, tmp_path, tasks="cxr_findings,mammo_mass_det", **{
+        "train#preprocessing#cxr_findings": replaced,
+        "train#preprocessing#mammo_mass_det#options": {"mammo_mass_det": {"spatial_size": [48, 72]}},
+    })
+    datasets = parser.get_parsed_content("train#dataset")
+    assert datasets["cxr_findings"].transform is parser.get_parsed_content("train#preprocessing#cxr_findings")
+    assert datasets["cxr_findings"][0]["image"].shape == (1, 40, 40)
+    assert datasets["mammo_mass_det"][0]["image"].shape == (1, 48, 72)
+    # validation keeps the bundle's pipeline_options (64 x 64 in SHRINK)
+    assert parser.get_parsed_content("validate#dataset")["cxr_findings"][0]["image"].shape == (1, 64, 64)
+
+
+def test_a_task_without_an_entry_gets_its_default_seeded_pipeline(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task registered outside the bundle (no ``preprocessing`` entry) trains with its modality
+    pipeline, its registered pipeline options and the run's augmentation seed."""
+    spec = TaskSpec(name="cxr_effusion_cls", modality="cxr", spatial_dims=2, kind="classification",
+                    class_names=("no_effusion", "effusion"), patch_size=(64, 64), pipeline_options={"spatial_size": [48, 48]})
+    monkeypatch.setitem(TASKS, spec.name, spec)
+    parser = train_config(tiny, tmp_path, tasks=f"cxr_findings,{spec.name}", seed=3)
+    assert spec.name not in parser["train#preprocessing"]
+    pipelines = parser.get_parsed_content("train#dataset#transforms_for_task")
+    assert list(pipelines) == ["cxr_findings", spec.name]
+    cxr = next(e for e in json.loads((tiny / "datalist.json").read_text())["training"] if e["task"] == "cxr_findings")
+    entry = {**cxr, "image": str(tiny / cxr["image"]), "task": spec.name, "label": int(cxr["label"][2])}
+    default = modality_transforms("cxr", "train", task=spec)
+    default.set_random_state(seed=3)
+    expected = default(dict(entry))["image"]
+    assert expected.shape == (1, 48, 48)
+    torch.testing.assert_close(pipelines[spec.name](dict(entry))["image"], expected)
+    # the eval section builds it too, unseeded, without augmentation
+    evaluated = parser.get_parsed_content("validate#dataset#transforms_for_task")[spec.name](dict(entry))["image"]
+    torch.testing.assert_close(evaluated, task_pipeline(spec.name, "eval")(dict(entry))["image"])
 
 
 @pytest.mark.slow

@@ -383,13 +383,25 @@ def test_inference_reads_the_training_settings_from_the_checkpoint(bundle_root: 
     assert tuple(wf.inferer.roi_size) == tuple(OPTIONS["ct_organ_seg"]["spatial_size"])
     # an override that agrees is accepted, one that conflicts is refused before anything runs
     workflow(bundle_root, data, tmp_path / "same", channels=CHANNELS, sharing="hard")
-    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of "$" expressions
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps errors of the components it builds
         workflow(bundle_root, data, tmp_path / "conflict", channels=[16, 32, 64, 128])
     assert isinstance(err.value.__cause__, ConfigError)
     assert "--channels [16, 32, 64, 128] but the model was trained with [8, 16, 32, 64]" in str(err.value.__cause__)
     with pytest.raises(RuntimeError) as err:
         workflow(bundle_root, data, tmp_path / "conflict2", pipeline_options={"cxr_findings": {"spatial_size": [128, 128]}})
     assert "--pipeline_options" in str(err.value.__cause__) and "model.pt" in str(err.value.__cause__)
+
+
+def test_one_task_s_inference_preprocessing_is_replaced_from_the_config(bundle_root: Path, data: Path, tmp_path: Path) -> None:
+    """``task_pipelines#<task>`` is the task's inference pipeline (labels made optional); the
+    other tasks keep the checkpoint's preprocessing."""
+    wf = workflow(bundle_root, data, tmp_path / "out", **{"task_pipelines#cxr_findings#options": {"cxr_findings": {"spatial_size": [40, 40]}}})
+    preprocessing = wf.parser.get_parsed_content("preprocessing")
+    entries = json.loads((data / "datalist.json").read_text())["test"]
+    item = {k: v for k, v in next(e for e in entries if e["task"] == "cxr_findings").items() if k != "label"}
+    assert preprocessing({**item, "image": str(data / item["image"])})["image"].shape == (1, 40, 40)
+    item = {k: v for k, v in next(e for e in entries if e["task"] == "nodule_malignancy").items() if k != "label"}
+    assert preprocessing({**item, "image": str(data / item["image"])})["image"].shape == (1, *OPTIONS["nodule_malignancy"]["spatial_size"])
 
 
 def test_the_checkpoint_records_each_task_s_own_pipeline_defaults(bundle_root: Path) -> None:

@@ -1,9 +1,10 @@
 """Builders that join data, networks and weighting into workflow components.
 
 The bundle configs (``bundles/medmtl_multitask/configs/*.json``), the experiment runner and the
-notebooks call these, so each piece of wiring exists once: where the dataset comes from, which
-pipeline a task gets, how detection batches are collated, which parameters the optimizer sees,
-and how validation data is sharded across ranks without duplicates.
+notebooks call these, so each piece of wiring exists once: where the dataset comes from, how
+detection batches are collated, which parameters the optimizer sees, and how validation data is
+sharded across ranks without duplicates. Each takes keyword arguments a config component can
+give, so the configs name them as ``_target_`` components instead of ``$`` expressions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from monai.data import DataLoader, Dataset
 from monai.utils import str2bool
 from torch.utils.data import Subset
 
+from medmtl.data.datasets import task_pipeline
 from medmtl.data.kinds import data_kind
 from medmtl.engine.checkpoint import latest_checkpoint
 from medmtl.engine.delta_m import load_baselines
@@ -29,6 +32,7 @@ from medmtl.tasks import TaskSpec, get_task, import_task_plugins, resolve_tasks
 
 __all__ = [
     "attach_checkpointing",
+    "build_loss_weighting",
     "check_eval_output",
     "check_output_dirs",
     "collate_functions",
@@ -130,26 +134,16 @@ def prepare_datalist(
 
 
 def task_transforms(mode: str, options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Callable[[str], Any]:
-    """A ``task -> Compose`` factory for :func:`medmtl.data.datasets.task_datasets`.
+    """A ``task -> Compose`` factory for :func:`medmtl.data.datasets.task_datasets` (Python use;
+    the bundle configs list each task's :func:`~medmtl.data.datasets.task_pipeline` instead).
 
     Args:
         mode: ``train`` or ``eval``.
         options: per-task keyword arguments of :func:`medmtl.data.modality_transforms`
             (e.g. ``{"ct_organ_seg": {"pixdim": [2, 2, 2.5]}}``).
-        seed: seed of the random augmentations.
+        seed: seed of the random augmentations (train mode only).
     """
-    from medmtl.data.pipelines import modality_transforms
-
-    opts = dict(options or {})
-
-    def factory(task: str) -> Any:
-        spec = get_task(task)
-        transforms = modality_transforms(spec.modality, mode, task=spec, **dict(opts.get(task, {})))
-        if mode == "train":
-            transforms.set_random_state(seed=seed)
-        return transforms
-
-    return factory
+    return partial(task_pipeline, mode=mode, options=dict(options or {}), seed=seed if mode == "train" else None)
 
 
 def collate_functions(tasks: Sequence[str | TaskSpec]) -> dict[str, Callable]:
@@ -169,6 +163,17 @@ def optimizer_param_groups(network: torch.nn.Module, weighting: Any, weight_deca
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
     return groups
+
+
+def build_loss_weighting(
+    name: str, tasks: Sequence[str], params: Mapping[str, Any] | None = None, device: str | torch.device | None = None
+) -> Any:
+    """:func:`medmtl.weighting.build_weighting` with its parameters as one mapping (the bundle's
+    ``weighting_params``, which a config component cannot unpack), moved to ``device``."""
+    from medmtl.weighting import build_weighting
+
+    weighting = build_weighting(name, tasks, **dict(params or {}))
+    return weighting if device is None else weighting.to(device)
 
 
 def validation_loader(
@@ -225,11 +230,18 @@ def merge_baselines(paths: str | Path | Sequence[str | Path] | None) -> dict[str
     return merged
 
 
-def prepare_network(network: torch.nn.Module, pretrained: str | Path | None = None, scope: str = "encoder", freeze: str = "none") -> torch.nn.Module:
-    """Load pretrained weights (``scope`` ``encoder`` or ``model``) and apply a freeze policy.
+def prepare_network(
+    network: torch.nn.Module,
+    pretrained: str | Path | None = None,
+    scope: str = "encoder",
+    freeze: str = "none",
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
+    """Move to ``device``, load pretrained weights (``scope`` ``encoder`` or ``model``) and apply a freeze policy.
 
     Args:
         network: a ``MultiTaskNet``.
+        device: where the network runs (``None``: where it is).
         pretrained: checkpoint of another run (``""``/``None``: train from scratch); shapes are
             checked and mismatches raise :class:`~medmtl.errors.CheckpointError` naming the keys.
         scope: ``"encoder"`` (shared trunk only) or ``"model"`` (everything).
@@ -237,6 +249,8 @@ def prepare_network(network: torch.nn.Module, pretrained: str | Path | None = No
     """
     from medmtl.networks import apply_freeze, load_pretrained
 
+    if device is not None:
+        network = network.to(device)
     if pretrained:
         load_pretrained(network, pretrained, scope=scope)
         logger.info("loaded %s weights from %s", scope, pretrained)

@@ -5,7 +5,8 @@ The pieces, wired by ``bundles/medmtl_multitask/configs/inference.json``:
 1. :func:`medmtl.data.routing.route_inputs` lists the inputs (a datalist section or a scanned
    folder) as items ``{"id", "task", "image", ...}``.
 2. :class:`TaskDispatchd` (over :func:`task_preprocessing`) applies each item's task pipeline:
-   the eval pipelines of :func:`medmtl.data.modality_transforms`, with label keys optional.
+   the config's entry for the task (``task_pipelines``) or its eval pipeline
+   (:func:`medmtl.data.datasets.task_pipeline`), with label keys optional.
 3. :class:`MultiTaskPredictor` (a ``monai.engines.Evaluator``) runs the network per item
    (sliding windows for segmentation, AMP on CUDA), applies :func:`task_postprocessing` and
    writes the outputs; it refuses to overwrite outputs of an earlier run unless told to.

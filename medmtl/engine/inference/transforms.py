@@ -15,7 +15,7 @@ from typing import Any
 
 from monai.transforms import Compose, MapTransform, Transform
 
-from medmtl.data.pipelines import modality_transforms
+from medmtl.data.datasets import task_pipelines
 from medmtl.data.transforms import BoxesToStoredGridd  # re-exported: it used to live here
 from medmtl.engine.kinds import engine_kind
 from medmtl.errors import ConfigError
@@ -40,21 +40,22 @@ def _labels_optional(transform: Any) -> Any:
     return transform
 
 
-def task_preprocessing(tasks: Sequence[str | TaskSpec], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Compose]:
+def task_preprocessing(
+    tasks: Sequence[str | TaskSpec],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    pipelines: Mapping[str, Callable] | None = None,
+) -> dict[str, Callable]:
     """``{task: eval pipeline}`` for images without labels.
 
     Args:
         tasks: the tasks to build pipelines for.
         options: ``{task: options}`` of :func:`medmtl.data.modality_transforms` (the
             ``pipeline_options`` of ``train.json``; use the training values).
+        pipelines: ``{task: transform}`` replacing a task's default eval pipeline (the entries
+            of ``inference.json``'s ``task_pipelines``); a task without one gets its default
+            (:func:`medmtl.data.datasets.task_pipelines`).
     """
-    options = dict(options or {})
-    out = {}
-    for task in tasks:
-        spec = task if isinstance(task, TaskSpec) else get_task(task)
-        pipeline = modality_transforms(spec.modality, "eval", task=spec, **dict(options.get(spec.name, {})))
-        out[spec.name] = _labels_optional(pipeline)
-    return out
+    return {task: _labels_optional(pipeline) for task, pipeline in task_pipelines(tasks, pipelines, "eval", options).items()}
 
 
 class TaskDispatchd(Transform):
