@@ -462,3 +462,23 @@ def test_rows_run_side_by_side_in_worker_processes(tmp_path):
         assert manifest.rows[name]["cpu_seconds"] > 1.0
     with pytest.raises(ConfigError, match="jobs=1"):
         run_suite(suite, tmp_path, only=only, jobs=2, execute=lambda *a: {})
+
+
+def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
+    import json
+
+    from bundle_cli import CONFIGS
+    from medmtl.experiments.runner import bundle_overrides
+
+    suite = get_suite("headline")
+    assert suite.preset == "small"
+    train = json.loads((CONFIGS / "train.json").read_text())
+    # the main job's schedule, not a copy that could drift from it
+    assert (suite.settings["num_epochs"], suite.settings["val_interval"]) == (train["num_epochs"], train["val_interval"])
+    seeds = ("", "@s1", "@s2")
+    assert sorted(r.name for r in suite.rows) == sorted([f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"weighting.equal{s}" for s in seeds])
+    equal = suite.row("weighting.equal@s1")
+    assert equal.tasks == ALL_TASKS and equal.weighting == "equal"
+    assert dict(equal.baselines) == {t: f"single.{t}@s1" for t in ALL_TASKS}
+    overrides = bundle_overrides(suite, equal, "/tmp/out")
+    assert overrides["seed"] == 1 and "batch_size" not in overrides and "pipeline_options" not in overrides

@@ -11,10 +11,13 @@ Rows whose weighting is :data:`BEST` use the loss weighting (strategy, parameter
 mode) of the weighting/Table 2 row with the highest Δm on seed 0; the runner resolves it once those
 rows have finished (see :func:`medmtl.experiments.runner.resolve_best`).
 
-Suites (``smoke`` for the tests, ``baselines`` and ``full`` for ``docs/results.md``):
+Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``docs/results.md``):
 
 - ``baselines``: the four single-task rows only, three seeds each, with per-task epochs
   (:data:`BASELINE_RECIPES`): does every task learn, and how close to its ceiling?
+- ``headline``: the README main job (all four tasks, equal weights, the bundle's default recipe on
+  the ``small`` preset) against the four single-task rows of the same recipe, three seeds each:
+  the headline Δm with intervals and what one multi-task model costs against four.
 
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
@@ -574,8 +577,28 @@ def baselines_suite() -> Suite:
     return Suite(name="baselines", preset="benchmark", settings=settings, rows=tuple(rows), estimate_s=0.0)
 
 
+def headline_suite() -> Suite:
+    """The main job's setting against its four single-task baselines, over three seeds.
+
+    Every row is the bundle's ``train.json`` as it is (12 epochs, validation at 6 and 12, the
+    default widths, input sizes, batch sizes and step shares) on the ``small`` preset; the
+    multi-task row is ``weighting.equal``, so seed 0 is the README main job, and the report
+    compares it with each ``single.<task>`` (paired intervals over the test cases).
+    """
+    rows = [_single_row(t) for t in ALL_TASKS] + [_weighting_row("weighting.equal", "equal", headline=True)]
+    rows += _with_seeds(rows, (1, 2))
+    # the suite checks every validation lands on an epoch, so the train.json values are named here
+    settings = {"num_epochs": 12, "val_interval": 6}
+    return Suite(name="headline", preset="small", settings=settings, rows=tuple(rows), estimate_s=0.0)
+
+
 #: Suite name -> factory.
-SUITES: dict[str, Callable[[], Suite]] = {"smoke": smoke_suite, "full": full_suite, "baselines": baselines_suite}
+SUITES: dict[str, Callable[[], Suite]] = {
+    "smoke": smoke_suite,
+    "full": full_suite,
+    "baselines": baselines_suite,
+    "headline": headline_suite,
+}
 
 
 def get_suite(name: str) -> Suite:
