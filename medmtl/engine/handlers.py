@@ -18,12 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from medmtl.atomic import write_json_atomic  # re-exported: callers import it from here too
+from medmtl.engine.distributed import is_rank_zero
 from medmtl.engine.checkpoint import (
     capture_rng_state,
     restore_rng_state,
@@ -71,7 +71,7 @@ class MetricsWriter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Any) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not is_rank_zero():
             return
         metrics = engine.state.metrics
         details = engine.state.metric_details.get(self.key_metric_name, {})

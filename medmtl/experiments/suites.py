@@ -17,7 +17,10 @@ Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``
   (:data:`BASELINE_RECIPES`): does every task learn, and how close to its ceiling?
 - ``headline``: the README main job (all four tasks, equal weights, the bundle's default recipe on
   the ``small`` preset) against the four single-task rows of the same recipe, three seeds each:
-  the headline Δm with intervals and what one multi-task model costs against four.
+  the headline Δm with intervals and what one multi-task model costs against four; and the seed
+  slides' question at that recipe: PFLP (``table2.MTL2``, nodule malignancy central at 3:1, the
+  focus rotating every epoch, so each task is in focus three times in 12 epochs) against its
+  static counterpart ``table2.static-1``.
 
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
@@ -578,7 +581,8 @@ def baselines_suite() -> Suite:
 
 
 def headline_suite() -> Suite:
-    """The main job's setting against its four single-task baselines, over three seeds.
+    """The main job's setting against its four single-task baselines, and PFLP against its static
+    counterpart, over three seeds.
 
     Every row is the bundle's ``train.json`` as it is (12 epochs, validation at 6 and 12, the
     default widths, input sizes, batch sizes and step shares) on the ``small`` preset; the
@@ -586,6 +590,7 @@ def headline_suite() -> Suite:
     compares it with each ``single.<task>`` (paired intervals over the test cases).
     """
     rows = [_single_row(t) for t in ALL_TASKS] + [_weighting_row("weighting.equal", "equal", headline=True)]
+    rows += [_static_row(1.0), _table2_row("MTL2", {"unit": "epoch", "period": 1})]
     rows += _with_seeds(rows, (1, 2))
     # the suite checks every validation lands on an epoch, so the train.json values are named here
     settings = {"num_epochs": 12, "val_interval": 6}
