@@ -467,6 +467,8 @@ def test_rows_run_side_by_side_in_worker_processes(tmp_path):
 def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     import json
 
+    from medmtl.experiments.suites import MAIN_JOB_STEPS
+
     from bundle_cli import CONFIGS
     from medmtl.experiments.runner import bundle_overrides
 
@@ -478,6 +480,8 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     seeds = ("", "@s1", "@s2")
     multi = ("weighting.equal", "table2.static-1", "table2.MTL2")
     assert sorted(r.name for r in suite.rows) == sorted([f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"{m}{s}" for m in multi for s in seeds])
+    for t in ALL_TASKS:
+        assert bundle_overrides(suite, suite.row(f"single.{t}@s2"), "/tmp/out")["steps_per_epoch"] == MAIN_JOB_STEPS[t]
     pflp = suite.row("table2.MTL2@s2")
     assert pflp.weighting == "pflp" and pflp.weighting_params["period"] == 1 and pflp.weighting_params["unit"] == "epoch"
     equal = suite.row("weighting.equal@s1")
@@ -485,3 +489,19 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert dict(equal.baselines) == {t: f"single.{t}@s1" for t in ALL_TASKS}
     overrides = bundle_overrides(suite, equal, "/tmp/out")
     assert overrides["seed"] == 1 and "batch_size" not in overrides and "pipeline_options" not in overrides
+
+
+def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
+    from collections import Counter
+
+    from medmtl.engine.sampling import MultiTaskBatchSampler
+    from medmtl.experiments.suites import MAIN_JOB_STEPS
+    from bundle_cli import CONFIGS
+    import json
+
+    train = json.loads((CONFIGS / "train.json").read_text())
+    # the small preset's training sections (seed 0), as the README main job reads them
+    sizes = {"ct_organ_seg": 10, "nodule_malignancy": 144, "mammo_mass_det": 120, "cxr_findings": 288}
+    sampler = MultiTaskBatchSampler(sizes, batch_size=train["batch_size"], mode="round_robin", shares=train["task_shares"], seed=0)
+    steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
+    assert {t: n / 2 for t, n in steps.items()} == MAIN_JOB_STEPS
