@@ -505,19 +505,3 @@ def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     sampler = MultiTaskBatchSampler(sizes, batch_size=train["batch_size"], mode="round_robin", shares=train["task_shares"], seed=0)
     steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
     assert {t: n / 2 for t, n in steps.items()} == MAIN_JOB_STEPS
-
-
-def test_row_cpu_seconds_count_the_data_loader_workers() -> None:
-    """A row's CPU figure includes its child processes (DataLoader workers), not only its own."""
-    import subprocess
-    import sys
-
-    from medmtl.experiments.runner import _cpu_timed
-
-    def row() -> dict:
-        # about 1-3 CPU-s spent in a child, nothing in this process
-        subprocess.run([sys.executable, "-c", "s = sum(range(5 * 10**7))"], check=True)
-        return {}
-
-    _, seconds = _cpu_timed(row)
-    assert seconds > 0.2
