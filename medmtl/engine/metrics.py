@@ -161,7 +161,8 @@ def _to_cpu(x: Any) -> torch.Tensor:
 
 
 def _auc_per_column(prob: torch.Tensor, onehot: torch.Tensor) -> list[float]:
-    """ROC AUC of each column (``nan`` where a column has one class only), without MONAI's warning."""
+    """ROC AUC of each column (``nan`` where a column has one class only), without MONAI's warning;
+    a list also for one column, where MONAI returns a float."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y values can not be all")
         values = compute_roc_auc(prob, onehot, average="none")
@@ -309,9 +310,7 @@ class SegmentationMetrics(TaskMetrics):
     @classmethod
     def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
         dice = np.array([[np.nan if v is None else v for v in row] for row in cases["dice"]], dtype=float)[index]
-        per_class = [float(np.nanmean(col)) if np.isfinite(col).any() else math.nan for col in dice.T]
-        defined = [v for v in per_class if not math.isnan(v)]
-        return float(np.mean(defined)) if defined else math.nan
+        return _nanmean([float(np.nanmean(col)) if np.isfinite(col).any() else math.nan for col in dice.T])
 
     def _per_class(self, name: str, buffer: torch.Tensor | None, count_key: str) -> dict[str, float]:
         """Mean over defined cases per class from a MONAI buffer ``(N, C-1)``, plus the class mean."""
@@ -378,18 +377,15 @@ class ClassificationMetrics(TaskMetrics):
             raise RuntimeError(f"task {self.spec.name!r}: aggregate() called before any update()")
         probs, onehot = buffer
         results = {"accuracy": float((probs.argmax(1) == onehot.argmax(1)).double().mean())}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="y values can not be all")
-            if probs.shape[1] == 2:
-                auc = float(compute_roc_auc(probs[:, 1], onehot[:, 1]))
-                if math.isnan(auc):
-                    logger.warning("task %r: AUC undefined, targets hold a single class", self.spec.name)
-                results["auc"] = auc
-            else:
-                values = [float(v) for v in compute_roc_auc(probs, onehot, average="none")]
-                per_class = _per_label_auc(self.spec, values)
-                results["auc"] = per_class.pop("auc_mean")
-                results.update(per_class)
+        if probs.shape[1] == 2:
+            auc = _auc_per_column(probs[:, 1:], onehot[:, 1:])[0]  # the positive class
+            if math.isnan(auc):
+                logger.warning("task %r: AUC undefined, targets hold a single class", self.spec.name)
+            results["auc"] = auc
+        else:
+            per_class = _per_label_auc(self.spec, _auc_per_column(probs, onehot))
+            results["auc"] = per_class.pop("auc_mean")
+            results.update(per_class)
         return results
 
     def cases(self) -> dict[str, Any]:
@@ -406,8 +402,7 @@ class ClassificationMetrics(TaskMetrics):
         onehot = torch.as_tensor(np.eye(prob.shape[1])[label])
         if prob.shape[1] == 2:
             return _auc_per_column(prob[:, 1:], onehot[:, 1:])[0]
-        values = [v for v in _auc_per_column(prob, onehot) if not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
+        return _nanmean(_auc_per_column(prob, onehot))
 
 
 def _per_label_auc(spec: TaskSpec, values: Sequence[float]) -> dict[str, float]:
@@ -460,13 +455,10 @@ class MultiLabelMetrics(TaskMetrics):
 
     def aggregate(self) -> dict[str, float]:
         _sync_cumulative(self.auc)
-        if self.auc.get_buffer() is None:
+        buffer = self.auc.get_buffer()
+        if buffer is None:
             raise RuntimeError(f"task {self.spec.name!r}: aggregate() called before any update()")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="y values can not be all")
-            # atleast_1d: with one label MONAI returns a float, not a list
-            values = [float(v) for v in np.atleast_1d(self.auc.aggregate())]
-        return _per_label_auc(self.spec, values)
+        return _per_label_auc(self.spec, _auc_per_column(*buffer))
 
     def cases(self) -> dict[str, Any]:
         probs, labels = self.auc.get_buffer()
@@ -479,8 +471,7 @@ class MultiLabelMetrics(TaskMetrics):
     def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
         prob = torch.as_tensor(np.asarray(cases["prob"], dtype=float)[index])
         label = torch.as_tensor(np.asarray(cases["label"], dtype=float)[index])
-        values = [v for v in _auc_per_column(prob, label) if not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
+        return _nanmean(_auc_per_column(prob, label))
 
 
 def _sync_cumulative(metric: Any) -> None:
@@ -550,15 +541,7 @@ class DetectionMetrics(TaskMetrics):
         self.score_key = score_key
         self.box_key = box_key
         self.label_key = label_key
-        iou = self.iou_threshold
-        # iou_range collapsed to the single threshold: this task reports AP at one IoU only
-        self.coco = COCOMetric(
-            classes=list(spec.class_names),
-            iou_list=[iou],
-            iou_range=(iou, iou, iou),
-            max_detection=[max_detections],
-            verbose=False,
-        )
+        self.coco = _coco_metric(spec, self.iou_threshold, max_detections)
         self._matches: list[dict[int, dict[str, np.ndarray]]] = []
 
     def reset(self) -> None:
@@ -617,7 +600,7 @@ class DetectionMetrics(TaskMetrics):
         matches = self._gathered()
         coco, _ = self.coco(matches)
         iou = f"{self.iou_threshold:g}"
-        suffix = f"AP_IoU_{self.iou_threshold:.2f}_MaxDet_{self.max_detections}"
+        suffix = _ap_suffix(self.iou_threshold, self.max_detections)
         # COCOMetric reports -1 for a class without ground truth: AP is undefined there
         results = {f"map@{iou}": _undefined_if_negative(coco[suffix])}
         for name in self.spec.class_names:
@@ -645,10 +628,8 @@ class DetectionMetrics(TaskMetrics):
     @classmethod
     def key_metric_of_cases(cls, spec: TaskSpec, cases: Mapping[str, Any], index: np.ndarray) -> float:
         iou, max_det = float(cases["iou"]), int(cases["max_detections"])
-        coco = COCOMetric(classes=list(spec.class_names), iou_list=[iou], iou_range=(iou, iou, iou), max_detection=[max_det], verbose=False)
-        values, _ = coco([decode_matches(cases["matches"][i]) for i in index])
-        value = float(values[f"AP_IoU_{iou:.2f}_MaxDet_{max_det}"])
-        return math.nan if value < 0 else value
+        values, _ = _coco_metric(spec, iou, max_det)([decode_matches(cases["matches"][i]) for i in index])
+        return _undefined_if_negative(values[_ap_suffix(iou, max_det)])
 
     def froc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The FROC curve over everything seen, for plotting (a collective call under DDP).
@@ -685,5 +666,23 @@ class DetectionMetrics(TaskMetrics):
         return fps_per_image, sensitivity, num_gt
 
 
+def _coco_metric(spec: TaskSpec, iou: float, max_detections: int) -> COCOMetric:
+    """MONAI's COCO metric of ``spec``'s classes at the one IoU ``iou`` (``iou_range`` collapsed to
+    it: a task reports AP at one IoU only)."""
+    return COCOMetric(
+        classes=list(spec.class_names),
+        iou_list=[iou],
+        iou_range=(iou, iou, iou),
+        max_detection=[max_detections],
+        verbose=False,
+    )
+
+
+def _ap_suffix(iou: float, max_detections: int) -> str:
+    """The suffix of :func:`_coco_metric`'s AP keys (``<class>_`` prefixed per class)."""
+    return f"AP_IoU_{iou:.2f}_MaxDet_{max_detections}"
+
+
 def _undefined_if_negative(value: float) -> float:
+    """``nan`` for COCOMetric's -1 (a class without ground truth: AP undefined)."""
     return float("nan") if value < 0 else float(value)

@@ -114,13 +114,12 @@ class MultiTaskPredictor(Evaluator):
         spec = get_task(item["task"])
         if spec.name not in self.task_postprocessing:
             raise ConfigError(f"no postprocessing for task {spec.name!r}; it exists for {sorted(self.task_postprocessing)}")
-        kind = engine_kind(spec)
         # a plain tensor: MetaTensor's meta tracking through every layer costs time, and the
         # postprocessing takes the geometry from the preprocessed image itself
         image = item["image"].as_tensor() if isinstance(item["image"], MetaTensor) else torch.as_tensor(item["image"])
         with torch.autocast("cuda", enabled=self._use_amp):
-            pred = task_predict(self.network, spec, image[None], engine.state.device, kind.inferer(spec, self.inferer))
-        data = {**item, **kind.raw_output(pred[0])}
+            pred = task_predict(self.network, spec, image[None], engine.state.device, self.inferer)
+        data = {**item, **engine_kind(spec).raw_output(pred[0])}
         data = self.task_postprocessing[spec.name](data)
         return self.writer.record(spec, data)
 

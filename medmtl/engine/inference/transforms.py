@@ -23,6 +23,7 @@ from medmtl.tasks import TaskSpec, get_task
 
 __all__ = ["BoxesToStoredGridd", "TaskDispatchd", "task_postprocessing", "task_preprocessing"]
 
+
 def _labels_optional(transform: Any) -> Any:
     """Let every dictionary transform of ``transform`` (nested ones too) skip missing keys.
 
