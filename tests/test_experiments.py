@@ -478,12 +478,15 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     # the main job's schedule, not a copy that could drift from it
     assert (suite.settings["num_epochs"], suite.settings["val_interval"]) == (train["num_epochs"], train["val_interval"])
     seeds = ("", "@s1", "@s2")
-    multi = ("weighting.equal", "table2.static-1", "table2.MTL2")
+    multi = ("weighting.equal", "table2.static-1", "table2.MTL2", "table2.ITW2")
     assert sorted(r.name for r in suite.rows) == sorted([f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"{m}{s}" for m in multi for s in seeds])
     for t in ALL_TASKS:
         assert bundle_overrides(suite, suite.row(f"single.{t}@s2"), "/tmp/out")["steps_per_epoch"] == MAIN_JOB_STEPS[t]
     pflp = suite.row("table2.MTL2@s2")
     assert pflp.weighting == "pflp" and pflp.weighting_params["period"] == 1 and pflp.weighting_params["unit"] == "epoch"
+    itw = suite.row("table2.ITW2@s1")
+    assert itw.weighting == "itw" and itw.weighting_params["switch_at"] == 8 and itw.weighting_params["warmup_pflp"] is True
+    assert itw.weighting_params["central"] == "nodule_malignancy" and itw.weighting_params["pflp_period"] == 1
     equal = suite.row("weighting.equal@s1")
     assert equal.tasks == ALL_TASKS and equal.weighting == "equal"
     assert dict(equal.baselines) == {t: f"single.{t}@s1" for t in ALL_TASKS}
