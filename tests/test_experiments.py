@@ -330,6 +330,7 @@ def test_smoke_suite_end_to_end(tmp_path):
         "loss_weights.png",
         "metric_bars.png",
         "froc_mammo_mass_det.png",
+        "comparisons.png",
     } <= names
     import matplotlib.image
 
@@ -364,6 +365,30 @@ def test_full_suite_separates_sampling_from_gradient_strategies() -> None:
     row = get_suite("full").row("sampling.equal-all")
     assert (row.weighting, row.sampling, row.tasks) == ("equal", "all", ALL_TASKS)
     assert row.group not in ("weighting", "table2")  # not a candidate for the best weighting
+
+
+def test_comparisons_plot_has_a_panel_per_task_and_skips_undefined_intervals(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    from medmtl.experiments.report import plot_comparisons
+
+    def comparison(setting: str, task: str, diff: float, lo: float, hi: float, verdict: str) -> dict:
+        return {"setting": setting, "reference": "weighting.equal", "task": task, "metric": "auc",
+                "diff": diff, "lo": lo, "hi": hi, "level": 0.95, "verdict": verdict}
+
+    nan = float("nan")
+    undefined = [comparison("weighting.dwa", "nodule_malignancy", nan, nan, nan, "not distinguishable")]
+    assert plot_comparisons(undefined, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+    one_task = undefined + [comparison("weighting.famo", "nodule_malignancy", 0.05, 0.01, 0.09, "better")]
+    two_tasks = one_task + [comparison("weighting.famo", "cxr_findings", -0.02, -0.05, 0.01, "not distinguishable")]
+    heights = {}
+    for name, comparisons in (("one", one_task), ("two", two_tasks)):
+        path = plot_comparisons(comparisons, tmp_path / "plots" / f"{name}.png")
+        assert path is not None and path.read_bytes()[:8] == PNG_MAGIC
+        heights[name] = matplotlib.image.imread(path).shape[0]
+    assert heights["two"] == 2 * heights["one"]  # one panel per task, a line each
 
 
 def test_headline_delta_m_of_means_resists_one_collapsed_baseline() -> None:

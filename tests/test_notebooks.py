@@ -48,8 +48,8 @@ def test_notebook_is_committed_without_outputs(path):
     assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
+def _execute(path: Path, tmp_path: Path, monkeypatch, env: dict[str, str] | None = None) -> nbformat.NotebookNode:
+    """Run ``path`` top to bottom in a python3 kernel of this interpreter; the executed notebook."""
     # the kernel must be this interpreter (the venv with medmtl's dependencies): jupyter_client
     # substitutes sys.executable for the "python" of the python3 kernel spec that ipykernel ships
     cmd = KernelManager(kernel_name=KERNEL).format_kernel_cmd()
@@ -60,11 +60,18 @@ def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
     monkeypatch.delenv("MEDMTL_EXPERIMENT_TABLE", raising=False)
     monkeypatch.delenv("MEDMTL_DATALIST", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile.mkdtemp() land in this test's folder
-    before = _notebooks_snapshot()
-
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError naming the cell on the first failing cell
+    return nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
+    before = _notebooks_snapshot()
+    nb = _execute(path, tmp_path, monkeypatch)
 
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no figure"
@@ -72,3 +79,25 @@ def test_notebook_runs_and_draws(path, tmp_path, monkeypatch):
     assert not errors
     assert _notebooks_snapshot() == before, "the notebook wrote into notebooks/"
     assert any(tmp_path.iterdir()), "the notebook wrote nothing into its temporary folder"
+
+
+def test_weighting_notebook_shows_a_suite_reports_intervals_and_curves(tmp_path, monkeypatch):
+    import json
+
+    from medmtl.experiments.report import plot_comparisons
+
+    report = tmp_path / "OUT" / "report"
+    comparison = {"setting": "table2.ITW2", "reference": "table2.static-1", "task": "nodule_malignancy", "metric": "auc",
+                  "diff": 0.031, "lo": 0.004, "hi": 0.058, "level": 0.95, "verdict": "better", "seeds": ["0", "1", "2"]}
+    rows = [{"name": "table2.ITW2", "nodule_malignancy/auc": 0.84}, {"name": "table2.static-1", "nodule_malignancy/auc": 0.81}]
+    (report / "plots").mkdir(parents=True)
+    (report / "results.json").write_text(json.dumps({"rows": rows, "comparisons": [comparison]}))
+    forest = plot_comparisons([comparison], report / "plots" / "comparisons.png")
+    (report / "plots" / "learning_curves_nodule_malignancy.png").write_bytes(forest.read_bytes())
+
+    path = REPO / "notebooks" / "03_weighting_strategies.ipynb"
+    nb = _execute(path, tmp_path, monkeypatch, env={"MEDMTL_EXPERIMENT_TABLE": str(report / "results.json")})
+    outputs = nb.cells[-1].outputs
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "table2.ITW2 - table2.static-1" in printed and "+0.031 [+0.004, +0.058]  better  (seeds 0,1,2)" in printed
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the interval plot and the curves

@@ -33,6 +33,7 @@ __all__ = [
     "headline",
     "learnability",
     "read_scalars",
+    "plot_comparisons",
     "write_plots",
     "write_report",
     "write_tables",
@@ -595,6 +596,53 @@ def write_plots(
     return written
 
 
+#: Marker colour of each verdict in the comparisons plot.
+VERDICT_COLORS: dict[str, str] = {"better": "tab:green", "worse": "tab:red", "not distinguishable": "0.45"}
+
+
+def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """A forest plot of the paired differences: one line per comparison (setting - reference, per
+    task), the seed-mean difference with its confidence interval, coloured by verdict.
+
+    Each task has its own panel (stacked), since the key metrics (Dice, AUC, mAP) are not on one
+    scale.
+    Comparisons without a finite interval are left out. Returns ``path``, or ``None`` (nothing
+    written) when no comparison has one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [c for c in comparisons if all(math.isfinite(float(c[k])) for k in ("diff", "lo", "hi"))]
+    if not shown:
+        return None
+    tasks = list(dict.fromkeys(c["task"] for c in shown))
+    by_task = {t: [c for c in shown if c["task"] == t] for t in tasks}
+    # panels stacked, each as tall as its lines need: the labels are long, the intervals short
+    heights = [0.35 * len(by_task[t]) + 1.2 for t in tasks]
+    fig, axes = plt.subplots(
+        len(tasks), 1, figsize=(9, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
+    for ax, task in zip(axes[:, 0], tasks):
+        rows = by_task[task]
+        y = list(range(len(rows)))
+        for yi, c in zip(y, rows):
+            color = VERDICT_COLORS.get(c["verdict"], "0.45")
+            ax.plot([c["lo"], c["hi"]], [yi, yi], color=color, lw=2)
+            ax.plot([c["diff"]], [yi], "o", color=color)
+        ax.axvline(0.0, color="0.2", lw=0.8, ls="--")
+        ax.set_yticks(y, [f"{c['setting']} - {c['reference']}" for c in rows], fontsize=7)
+        ax.invert_yaxis()
+        level = rows[0].get("level", 0.95)
+        ax.set(title=f"{task}: {rows[0]['metric']}", xlabel=f"A - B, {level:.0%} interval")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _ceilings(out: Path) -> dict[str, Any]:
     """The ``ceilings`` of the suite's dataset (``out/data/synthetic.json``), or ``{}``."""
     path = out / "data" / MANIFEST
@@ -630,4 +678,6 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     report_dir = out / "report"
     tables = write_tables(records, heads, report_dir, meta)
     plots = write_plots(records, out, report_dir / "plots") if records else []
+    forest = plot_comparisons(meta["comparisons"], report_dir / "plots" / "comparisons.png")
+    plots += [forest] if forest else []
     return {"tables": tables, "plots": plots, "rows": len(records)}
