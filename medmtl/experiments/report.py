@@ -477,15 +477,31 @@ def _plot_rows(
     return sorted(rows, key=lambda r: order.get(r["group"], 9))[:limit]
 
 
-def write_plots(
-    records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir: Path
-) -> list[Path]:
-    """Learning curves per task, loss weights of scheduled strategies, metric bars and the mammography FROC."""
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (reports are written on headless machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (laid out, 100 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(
+    records: Sequence[Mapping[str, Any]], out: str | Path, plot_dir: Path
+) -> list[Path]:
+    """Learning curves per task, loss weights of scheduled strategies, metric bars and the mammography FROC."""
+    plt = _pyplot()
     plot_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out)
     scalars = {
@@ -494,11 +510,7 @@ def write_plots(
     written: list[Path] = []
 
     def save(fig: Any, name: str) -> None:
-        path = plot_dir / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, plot_dir / name))
 
     for task in ALL_TASKS:
         rows = _plot_rows(records, task)
@@ -609,11 +621,7 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
     Comparisons without a finite interval are left out. Returns ``path``, or ``None`` (nothing
     written) when no comparison has one.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     shown = [c for c in comparisons if all(math.isfinite(float(c[k])) for k in ("diff", "lo", "hi"))]
     if not shown:
         return None
@@ -628,7 +636,7 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
         rows = by_task[task]
         y = list(range(len(rows)))
         for yi, c in zip(y, rows):
-            color = VERDICT_COLORS.get(c["verdict"], "0.45")
+            color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
             ax.plot([c["lo"], c["hi"]], [yi, yi], color=color, lw=2)
             ax.plot([c["diff"]], [yi], "o", color=color)
         ax.axvline(0.0, color="0.2", lw=0.8, ls="--")
@@ -636,11 +644,8 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
         ax.invert_yaxis()
         level = rows[0].get("level", 0.95)
         ax.set(title=f"{task}: {rows[0]['metric']}", xlabel=f"A - B, {level:.0%} interval")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _ceilings(out: Path) -> dict[str, Any]:

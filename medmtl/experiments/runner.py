@@ -348,8 +348,8 @@ def _train_and_test(config_file: Path, overrides: Mapping[str, Any], log_file: P
 def _cpu_timed(run: Callable[..., dict[str, int]], *args: Any) -> tuple[dict[str, int], float]:
     """``run(*args)`` and the CPU seconds this process spent in it (every thread of it).
 
-    The suites run with ``num_workers=0``, so data loading is in this process too and the figure
-    is the row's whole CPU cost, the one issue targets are stated in ("CPU-minutes").
+    Data-loader worker processes are not counted: a row that runs with ``num_workers > 0`` (the
+    ``headline`` suite keeps ``train.json``'s 2) under-reports its whole CPU cost by their share.
     """
     cpu0 = time.process_time()
     params = run(*args)
