@@ -483,8 +483,9 @@ def test_rows_run_side_by_side_in_worker_processes(tmp_path):
     assert {n: manifest.rows[n]["status"] for n in only} == {n: "done" for n in only}
     for name in only:
         assert (tmp_path / "rows" / name / "eval" / "metrics_test.json").is_file()
-        # the worker's own CPU time, not the parent's (which only waits)
-        assert manifest.rows[name]["cpu_seconds"] > 1.0
+        # the worker's own CPU time, not the parent's (which only waits, ~0 s); a tiny smoke row
+        # costs 0.9-3 CPU-s by machine, so the bound only has to sit above the parent's wait
+        assert manifest.rows[name]["cpu_seconds"] > 0.3
     with pytest.raises(ConfigError, match="jobs=1"):
         run_suite(suite, tmp_path, only=only, jobs=2, execute=lambda *a: {})
 
