@@ -324,6 +324,9 @@ def test_smoke_suite_end_to_end(tmp_path):
         assert c["diff"] == pytest.approx(c["a"] - c["b"]) or math.isnan(c["diff"])
         assert c["a"] == pytest.approx(rows["weighting.pcgrad"]["metrics"][task][c["metric"]], nan_ok=True)
     assert "## Comparisons (paired, test section)" in md
+    # the smoke suite's one label fraction and the full-label point
+    assert [p["fraction"] for p in results["scarcity"]] == [0.3, 1.0]
+    assert results["scarcity"][0]["multi"]["setting"] == "scarcity.best-f0.3" and "## Label scarcity" in md
 
     names = {p.name for p in report["plots"]}
     assert {f"learning_curves_{t}.png" for t in ALL_TASKS} | {
@@ -331,6 +334,7 @@ def test_smoke_suite_end_to_end(tmp_path):
         "metric_bars.png",
         "froc_mammo_mass_det.png",
         "comparisons.png",
+        "scarcity_nodule_malignancy.png",
     } <= names
     import matplotlib.image
 
@@ -505,7 +509,18 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert (suite.settings["num_epochs"], suite.settings["val_interval"]) == (train["num_epochs"], train["val_interval"])
     seeds = ("", "@s1", "@s2")
     multi = ("weighting.equal", "table2.static-1", "table2.MTL2", "table2.ITW2")
-    assert sorted(r.name for r in suite.rows) == sorted([f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"{m}{s}" for m in multi for s in seeds])
+    scarce = [f"scarcity.{side}-f{f:g}" for f in (0.05, 0.1, 0.25, 0.5) for side in ("single", "best")]
+    assert sorted(r.name for r in suite.rows) == sorted(
+        [f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"{m}{s}" for m in (*multi, *scarce) for s in seeds]
+    )
+    # the scarcity rows keep the updates per task of the full-label rows
+    single, best = suite.row("scarcity.single-f0.05@s1"), suite.row("scarcity.best-f0.05@s1")
+    assert dict(single.label_fraction) == dict(best.label_fraction) == {CENTRAL_TASK: 0.05}
+    assert single.tasks == (CENTRAL_TASK,) and best.tasks == ALL_TASKS and best.needs_best
+    assert bundle_overrides(suite, single, "/tmp/out")["steps_per_epoch"] == MAIN_JOB_STEPS[CENTRAL_TASK]
+    best_overrides = bundle_overrides(suite, best, "/tmp/out", best={"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"})
+    assert best_overrides["steps_per_epoch"] == sum(MAIN_JOB_STEPS.values())
+    assert dict(best.baselines)[CENTRAL_TASK] == "scarcity.single-f0.05@s1"
     for t in ALL_TASKS:
         assert bundle_overrides(suite, suite.row(f"single.{t}@s2"), "/tmp/out")["steps_per_epoch"] == MAIN_JOB_STEPS[t]
     pflp = suite.row("table2.MTL2@s2")
@@ -534,3 +549,52 @@ def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     sampler = MultiTaskBatchSampler(sizes, batch_size=train["batch_size"], mode="round_robin", shares=train["task_shares"], seed=0)
     steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
     assert {t: n / 2 for t, n in steps.items()} == MAIN_JOB_STEPS
+
+
+def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_seeds(tmp_path: Path) -> None:
+    from medmtl.experiments.compare import rows_by_setting
+    from medmtl.experiments.report import plot_scarcity, scarcity
+
+    key = summary_key(get_task(CENTRAL_TASK), get_task(CENTRAL_TASK).key_metric)
+
+    def record(setting: str, seed: int, auc: float, fraction: float | None = None) -> dict:
+        tasks = [CENTRAL_TASK] if setting.startswith(("single", "scarcity.single")) else list(ALL_TASKS)
+        return {
+            "name": setting + (f"@s{seed}" if seed else ""),
+            "setting": setting,
+            "seed": seed,
+            "tasks": tasks,
+            "label_fraction": {CENTRAL_TASK: fraction} if fraction else {},
+            "metrics": {CENTRAL_TASK: {key: auc}},
+        }
+
+    records = [
+        record(f"single.{CENTRAL_TASK}", 0, 0.80),
+        record(f"single.{CENTRAL_TASK}", 1, 0.84),
+        record("weighting.equal", 0, 0.82),
+        record("weighting.equal", 1, 0.86),
+        record("scarcity.single-f0.1", 0, 0.60, 0.1),
+        record("scarcity.single-f0.1", 1, 0.64, 0.1),
+        record("scarcity.best-f0.1", 0, 0.70, 0.1),
+        record("scarcity.best-f0.1", 1, 0.74, 0.1),
+    ]
+    # best@s1 is missing: the winning setting's own seed-1 row stands in for it
+    by_setting, _ = rows_by_setting(records, "weighting.equal")
+    assert by_setting["best"] == {0: "weighting.equal", 1: "weighting.equal@s1"}
+    with_best_row = rows_by_setting([*records, record("best", 1, 0.9)], "weighting.equal")[0]
+    assert with_best_row["best"] == {0: "weighting.equal", 1: "best@s1"}  # a best@s1 row wins
+
+    comparison = {"setting": "scarcity.best-f0.1", "reference": "scarcity.single-f0.1", "task": CENTRAL_TASK,
+                  "diff": 0.10, "lo": 0.02, "hi": 0.18, "verdict": "better"}
+    points = scarcity(records, [comparison], "weighting.equal")
+    assert [p["fraction"] for p in points] == [0.1, 1.0]
+    low, full = points
+    assert low["single"]["values"] == [0.60, 0.64] and low["multi"]["values"] == [0.70, 0.74]
+    assert low["multi"]["stats"][0] == pytest.approx(0.72) and low["comparison"] is comparison
+    assert (full["single"]["setting"], full["multi"]["setting"]) == (f"single.{CENTRAL_TASK}", "best")
+    assert full["multi"]["values"] == [0.82, 0.86] and full["comparison"] is None
+    assert scarcity(records[:4], [], "weighting.equal") == []  # no scarcity rows, no curve
+
+    path = plot_scarcity(points, tmp_path / "scarcity.png", ceiling=0.95)
+    assert path is not None and path.read_bytes()[:8] == PNG_MAGIC
+    assert plot_scarcity([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

@@ -32,7 +32,7 @@ from medmtl.experiments.suites import CENTRAL_TASK
 from medmtl.tasks import get_task
 from medmtl.weighting import table2_variant
 
-__all__ = ["CASES_FILE", "compare_rows", "references"]
+__all__ = ["CASES_FILE", "compare_rows", "references", "rows_by_setting"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,31 @@ def _load_cases(out: Path, row: str) -> dict[str, Any] | None:
     return json.loads(path.read_text())["tasks"]
 
 
+def rows_by_setting(
+    records: Sequence[Mapping[str, Any]], best_row: str | None = None
+) -> tuple[dict[str, dict[int, str]], dict[str, tuple[str, ...]]]:
+    """``{setting: {seed: row name}}`` and ``{setting: tasks}`` of the finished rows.
+
+    The ``best`` setting is ``best_row`` at seed 0 and the ``best@s<k>`` rows; a seed without one
+    is the winning setting's own row of that seed (the ``headline`` suite runs every candidate over
+    every seed, so it has no extra ``best`` rows).
+    """
+    by_setting: dict[str, dict[int, str]] = {}
+    tasks_of: dict[str, tuple[str, ...]] = {}
+    setting_of: dict[str, str] = {}
+    for r in records:
+        by_setting.setdefault(r["setting"], {})[int(r["seed"])] = r["name"]
+        tasks_of[r["setting"]] = tuple(r["tasks"])
+        setting_of[r["name"]] = r["setting"]
+    if best_row in setting_of:
+        best = by_setting.setdefault("best", {})
+        best[0] = best_row
+        tasks_of["best"] = tasks_of[setting_of[best_row]]
+        for seed, row in by_setting[setting_of[best_row]].items():
+            best.setdefault(seed, row)
+    return by_setting, tasks_of
+
+
 def compare_rows(
     records: Sequence[Mapping[str, Any]], out: str | Path, best_row: str | None = None, n_boot: int = 1000
 ) -> list[dict[str, Any]]:
@@ -78,7 +103,8 @@ def compare_rows(
     Args:
         records: the report's row records (``name``, ``setting``, ``seed``, ``tasks``).
         out: the suite's output folder (``rows/<row>/eval/cases_test.json``).
-        best_row: the winning candidate row, which is seed 0 of the ``best`` setting.
+        best_row: the winning candidate row, which is seed 0 of the ``best`` setting
+            (:func:`rows_by_setting`).
         n_boot: bootstrap replicates per comparison.
 
     Returns:
@@ -87,14 +113,7 @@ def compare_rows(
         seed are left out (logged).
     """
     out = Path(out)
-    by_setting: dict[str, dict[int, str]] = {}
-    tasks_of: dict[str, tuple[str, ...]] = {}
-    for r in records:
-        by_setting.setdefault(r["setting"], {})[int(r["seed"])] = r["name"]
-        tasks_of[r["setting"]] = tuple(r["tasks"])
-        if best_row and r["name"] == best_row:
-            by_setting.setdefault("best", {})[0] = r["name"]
-            tasks_of["best"] = tuple(r["tasks"])
+    by_setting, tasks_of = rows_by_setting(records, best_row)
     cache: dict[str, dict[str, Any] | None] = {}
 
     def cases(row: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from typing import Any
 from medmtl.data.synthetic import MANIFEST
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
-from medmtl.experiments.compare import compare_rows
+from medmtl.experiments.compare import compare_rows, rows_by_setting
 from medmtl.experiments.records import TEST_METRICS_FILE, load_metrics, row_delta_m, summaries
 from medmtl.experiments.runner import Manifest, row_dir
 from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Suite
@@ -34,6 +34,8 @@ __all__ = [
     "learnability",
     "read_scalars",
     "plot_comparisons",
+    "plot_scarcity",
+    "scarcity",
     "write_plots",
     "write_report",
     "write_tables",
@@ -311,6 +313,76 @@ def _comparison_lines(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def scarcity(
+    records: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]], best_row: str | None
+) -> list[dict[str, Any]]:
+    """The label-scarcity curve of the central task: one point per label fraction (and 100 %).
+
+    Each point holds the central task's key metric per seed and its mean ± std for the
+    single-task setting (``scarcity.single-f<f>``; at 100 % ``single.<central>``) and the best
+    multi-task setting (``scarcity.best-f<f>``; at 100 % ``best``, see
+    :func:`~medmtl.experiments.compare.rows_by_setting`), and their paired comparison (multi -
+    single) from ``comparisons`` when both have test cases. Empty without scarcity rows.
+    """
+    fractions = sorted(
+        {float(r["label_fraction"][CENTRAL_TASK]) for r in records if CENTRAL_TASK in r["label_fraction"]}
+    )
+    if not fractions:
+        return []
+    by_setting, _ = rows_by_setting(records, best_row)
+    metrics = {r["name"]: r["metrics"] for r in records}
+    spec = get_task(CENTRAL_TASK)
+    key = summary_key(spec, spec.key_metric)
+    paired = {(c["setting"], c["reference"]): c for c in comparisons if c["task"] == CENTRAL_TASK}
+    points = []
+    for f in [*fractions, 1.0]:
+        single, multi = (f"scarcity.single-f{f:g}", f"scarcity.best-f{f:g}") if f < 1 else (f"single.{CENTRAL_TASK}", "best")
+        point: dict[str, Any] = {"fraction": f, "key": key}
+        for side, setting in (("single", single), ("multi", multi)):
+            rows = dict(sorted(by_setting.get(setting, {}).items()))
+            values = [metrics[n][CENTRAL_TASK][key] for n in rows.values()]
+            point[side] = {"setting": setting, "seeds": list(rows), "values": values, "stats": _mean_std(values)}
+        point["comparison"] = paired.get((multi, single))
+        points.append(point)
+    return points
+
+
+def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -> list[str]:
+    key = points[0]["key"]
+    lines = [
+        "",
+        f"## Label scarcity: {CENTRAL_TASK} with a fraction of its training labels (test section)",
+        "",
+        (
+            f"{key} of the single-task setting and of the best multi-task setting (`best` = "
+            f"`{best_row or 'not resolved'}`'s weighting) trained with the same fraction of the "
+            f"{CENTRAL_TASK} training labels (the other tasks keep all theirs); multi - single is "
+            "the paired difference with its 95 % interval (see the comparisons)."
+        ),
+        "",
+        "| labels | single-task (per seed) | single mean ± std | multi-task (per seed) | multi mean ± std | multi - single [95 % CI] | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        c = p["comparison"]
+        diff = f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" if c else "—"
+        lines.append(
+            f"| {p['fraction']:.0%} | "
+            + " | ".join(
+                [
+                    " / ".join(_fmt(v) for v in p["single"]["values"]) or "—",
+                    _fmt_pm(p["single"]["stats"]),
+                    " / ".join(_fmt(v) for v in p["multi"]["values"]) or "—",
+                    _fmt_pm(p["multi"]["stats"]),
+                    diff,
+                    c["verdict"] if c else "—",
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
 def write_tables(
     records: Sequence[Mapping[str, Any]],
     heads: Sequence[Mapping[str, Any]],
@@ -427,6 +499,8 @@ def write_tables(
             lines.append("| " + " | ".join(cells) + " |")
     if meta.get("learnability"):
         lines += _learnability_lines(meta["learnability"])
+    if meta.get("scarcity"):
+        lines += _scarcity_lines(meta["scarcity"], meta.get("best_row"))
     if meta.get("comparisons"):
         lines += _comparison_lines(meta["comparisons"])
     notes = [r for r in records if r["delta_m_excluded"]]
@@ -648,6 +722,45 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
     return _save(fig, path)
 
 
+def plot_scarcity(points: Sequence[Mapping[str, Any]], path: Path, ceiling: float | None = None) -> Path | None:
+    """The label-scarcity curve: the central task's key metric against its label fraction for the
+    single-task and the best multi-task setting (seed means, each seed as a dot), and their
+    paired difference with its interval. Returns ``path``, or ``None`` (nothing written) without
+    points.
+    """
+    if not points:
+        return None
+    plt = _pyplot()
+    key = points[0]["key"]
+    fig, (ax_metric, ax_diff) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for side, color, label in (("single", "tab:blue", "single-task"), ("multi", "tab:orange", "multi-task (best)")):
+        shown = [p for p in points if p[side]["values"]]
+        for p in shown:
+            ax_metric.plot([p["fraction"]] * len(p[side]["values"]), p[side]["values"], ".", color=color, alpha=0.4)
+        ax_metric.plot(
+            [p["fraction"] for p in shown], [p[side]["stats"][0] for p in shown], "-o", color=color, label=label
+        )
+    if ceiling is not None:
+        ax_metric.axhline(ceiling, color="0.3", lw=0.8, ls=":", label=f"ceiling {ceiling:.3f}")
+    ax_metric.set(xscale="log", xlabel=f"fraction of {CENTRAL_TASK} training labels", ylabel=key,
+                  title=f"{CENTRAL_TASK}: test {key} (dots: seeds)")
+    ax_metric.legend(fontsize=8)
+    compared = [p for p in points if p["comparison"]]
+    for p in compared:
+        c = p["comparison"]
+        color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
+        ax_diff.plot([p["fraction"]] * 2, [c["lo"], c["hi"]], color=color, lw=2)
+        ax_diff.plot([p["fraction"]], [c["diff"]], "o", color=color)
+    ax_diff.axhline(0.0, color="0.2", lw=0.8, ls="--")
+    ax_diff.set(xscale="log", xlabel=f"fraction of {CENTRAL_TASK} training labels",
+                ylabel=f"multi - single {key}", title="paired difference, 95 % interval")
+    for ax in (ax_metric, ax_diff):
+        ax.set_xticks([p["fraction"] for p in points], [f"{p['fraction']:.0%}" for p in points])
+        ax.minorticks_off()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
 def _ceilings(out: Path) -> dict[str, Any]:
     """The ``ceilings`` of the suite's dataset (``out/data/synthetic.json``), or ``{}``."""
     path = out / "data" / MANIFEST
@@ -668,9 +781,12 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     records = collect(suite, out)
     best_row = manifest.best["row"] if manifest.best else None
     heads = headline(records, best_row)
+    ceilings = _ceilings(out)
+    comparisons = compare_rows(records, out, best_row=best_row)
     meta = {
-        "learnability": learnability(records, _ceilings(out)),
-        "comparisons": compare_rows(records, out, best_row=best_row),
+        "learnability": learnability(records, ceilings),
+        "comparisons": comparisons,
+        "scarcity": scarcity(records, comparisons, best_row),
         "suite": suite.name,
         "preset": suite.preset,
         "settings": dict(suite.settings),
@@ -685,4 +801,10 @@ def write_report(suite: Suite, out: str | Path) -> dict[str, Any]:
     plots = write_plots(records, out, report_dir / "plots") if records else []
     forest = plot_comparisons(meta["comparisons"], report_dir / "plots" / "comparisons.png")
     plots += [forest] if forest else []
+    curve = plot_scarcity(
+        meta["scarcity"],
+        report_dir / "plots" / f"scarcity_{CENTRAL_TASK}.png",
+        ceiling=ceilings.get(CENTRAL_TASK, {}).get("test"),
+    )
+    plots += [curve] if curve else []
     return {"tables": tables, "plots": plots, "rows": len(records)}

@@ -22,7 +22,9 @@ Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``
   focus rotating every epoch, so each task is in focus three times in 12 epochs) and ITW
   (``table2.ITW2``: the same PFLP for 8 epochs, each task in focus twice, then the nodule
   malignancy alone at weight 3 and the others at 0.01 for the last 4) against their static
-  counterpart ``table2.static-1``.
+  counterpart ``table2.static-1``; and the label-scarcity curve at that recipe
+  (``scarcity.<single|best>-f<fraction>`` for 5, 10, 25 and 50 % of the nodule labels, at the
+  same updates per task as the full-label rows).
 
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
@@ -74,6 +76,9 @@ ALL_TASKS: tuple[str, ...] = (
 )
 #: The central task of Table 2, the transfer and the label-scarcity experiments.
 CENTRAL_TASK = "nodule_malignancy"
+#: Label fractions of the central task in the label-scarcity rows (the 100 % point is the
+#: full-label single-task row and the best row).
+SCARCITY_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5)
 #: Weighting placeholder: "the weighting of the best weighting/Table 2 row" (resolved at run time).
 BEST = "best"
 #: Strategies that need every task's loss in each step (``sampling="all"``).
@@ -370,7 +375,17 @@ def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
     return rows
 
 
-def _scarcity_rows(fractions: Sequence[float]) -> list[Row]:
+def _scarcity_rows(
+    fractions: Sequence[float],
+    single_overrides: Mapping[str, Any] | None = None,
+    best_overrides: Mapping[str, Any] | None = None,
+) -> list[Row]:
+    """Single-task and best-MTL rows with a fraction of the central task's training labels.
+
+    ``single_overrides`` / ``best_overrides`` are the rows' own bundle overrides: fixing
+    ``steps_per_epoch`` keeps the updates per task of the full-label rows (an epoch is otherwise
+    one pass over the data, which shrinks with the labels).
+    """
     rows = []
     for f in fractions:
         single = Row(
@@ -379,12 +394,14 @@ def _scarcity_rows(fractions: Sequence[float]) -> list[Row]:
             tasks=(CENTRAL_TASK,),
             label_fraction={CENTRAL_TASK: f},
             note=f"{CENTRAL_TASK} alone with {f:.0%} of its labels",
+            overrides=single_overrides or {},
         )
         best = _best_row(
             f"scarcity.best-f{f:g}",
             label_fraction={CENTRAL_TASK: f},
             baselines=_baselines(ALL_TASKS, {CENTRAL_TASK: single.name}),
             note=f"best MTL setting with {f:.0%} of the {CENTRAL_TASK} labels",
+            overrides=best_overrides or {},
         )
         rows += [single, best]
     return rows
@@ -535,7 +552,7 @@ def full_suite() -> Suite:
         static_aux=(0.01, 0.1, 1.0, 6.0),
         sharings=("soft", "mixed"),
         freezes=("none", "stages:2", "encoder"),
-        fractions=(0.05, 0.1, 0.25, 0.5),
+        fractions=SCARCITY_FRACTIONS,
         seeds=(0, 1, 2),
         schedule=schedule,
         # extrapolated, not measured: 5720 s of row time for the 34 rows of the last measured run
@@ -598,7 +615,9 @@ def headline_suite() -> Suite:
     multi-task row is ``weighting.equal``, so seed 0 is the README main job, and the report
     compares it with each ``single.<task>`` (paired intervals over the test cases). Each
     single-task row gets as many updates as its task gets in the multi-task row
-    (:data:`MAIN_JOB_STEPS` steps an epoch), so the comparison is at equal steps per task.
+    (:data:`MAIN_JOB_STEPS` steps an epoch), so the comparison is at equal steps per task. The
+    label-scarcity rows train with :data:`SCARCITY_FRACTIONS` of the nodule labels, single-task
+    against the best of the multi-task rows, at those same steps.
     """
     rows = [_single_row(t, overrides={"steps_per_epoch": n}) for t, n in MAIN_JOB_STEPS.items()]
     rows += [_weighting_row("weighting.equal", "equal", headline=True)]
@@ -606,6 +625,14 @@ def headline_suite() -> Suite:
     # the central task for the last 4; both PFLP and ITW2 have 3:1 base weights, as static-1
     schedule = {"unit": "epoch", "period": 1, "switch_at": 8}
     rows += [_static_row(1.0), _table2_row("MTL2", schedule), _table2_row("ITW2", schedule)]
+    # the label-scarcity curve at the same updates per task: the single-task row keeps the
+    # nodule's 11 steps an epoch, the multi-task row the main job's 76 (an epoch would otherwise
+    # be one pass over data that shrinks with the labels)
+    rows += _scarcity_rows(
+        SCARCITY_FRACTIONS,
+        single_overrides={"steps_per_epoch": MAIN_JOB_STEPS[CENTRAL_TASK]},
+        best_overrides={"steps_per_epoch": sum(MAIN_JOB_STEPS.values())},
+    )
     rows += _with_seeds(rows, (1, 2))
     # the suite checks every validation lands on an epoch, so the train.json values are named here
     settings = {"num_epochs": 12, "val_interval": 6}
