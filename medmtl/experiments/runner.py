@@ -240,12 +240,26 @@ def bundle_overrides(
     return overrides
 
 
-def _command(config_file: Path, overrides: Mapping[str, Any]) -> str:
-    """The equivalent ``python -m monai.bundle run`` command line."""
-    parts = ["python", "-m", "monai.bundle", "run", "--config_file", str(config_file)]
-    for key, value in overrides.items():
-        parts += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    return " ".join(shlex.quote(p) for p in parts)
+def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | None = None) -> str:
+    """The row as a shell script: the ``python -m monai.bundle run`` training command, then the
+    evaluation of its selected model on ``test`` (what :func:`_train_and_test` runs), with the
+    row's thread count, so that replaying it reproduces the row's numbers."""
+
+    def line(config: str, values: Mapping[str, Any]) -> str:
+        parts = ["python", "-m", "monai.bundle", "run", "--config_file", config]
+        for key, value in values.items():
+            parts += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        env = f"OMP_NUM_THREADS={threads} " if threads else ""
+        return env + " ".join(shlex.quote(p) for p in parts)
+
+    evaluate = json.dumps([str(config_file), str(config_file.parent / "evaluate.json")])
+    return "\n".join(
+        [
+            "# replay of this row (pass another --bundle_root to keep its results): train, then test",
+            line(str(config_file), overrides),
+            line(evaluate, {**overrides, "resume": False, "overwrite": True}),
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -453,7 +467,7 @@ def run_suite(
         overrides["resume"] = resumed
         path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / "row.json", {**row.describe(), "overrides": overrides, "best": best})
-        (path / "command.sh").write_text(_command(config_file, overrides) + "\n")
+        (path / "command.sh").write_text(_command(config_file, overrides, threads) + "\n")
         logger.info("[%d/%d] %s: %s", index[row.name], len(rows), row.name, "resuming" if resumed else "running")
         return path, overrides, resumed
 
