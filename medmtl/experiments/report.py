@@ -184,6 +184,11 @@ def _fmt_params(r: Mapping[str, Any]) -> str:
     )
 
 
+def _per_seed(values: Sequence[Any]) -> str:
+    """Per-seed values as ``a / b / c`` (``—`` for none)."""
+    return " / ".join(_fmt(v) for v in values) or "—"
+
+
 def _short(task: str) -> str:
     return {
         "ct_organ_seg": "CT",
@@ -276,7 +281,7 @@ def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
                     t["section"],
                     ",".join(map(str, t["seeds"])),
                     _fmt_pm(t["stats"]),
-                    " / ".join(_fmt(v) for v in t["values"]),
+                    _per_seed(t["values"]),
                     _fmt(t["ceiling"]),
                     details,
                     _fmt_pm(t["seconds"], 0),
@@ -305,7 +310,7 @@ def _comparison_lines(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
-        per_seed = " / ".join(_fmt(v["diff"]) for v in c["per_seed"].values())
+        per_seed = _per_seed([v["diff"] for v in c["per_seed"].values()])
         lines.append(
             f"| `{c['setting']}` | `{c['reference']}` | {_short(c['task'])} | {c['metric']} | {','.join(c['seeds'])} | "
             f"{_fmt(c['a'])} | {_fmt(c['b'])} | {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | {per_seed} | {c['verdict']} |"
@@ -370,9 +375,9 @@ def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -
             f"| {p['fraction']:.0%} | "
             + " | ".join(
                 [
-                    " / ".join(_fmt(v) for v in p["single"]["values"]) or "—",
+                    _per_seed(p["single"]["values"]),
                     _fmt_pm(p["single"]["stats"]),
-                    " / ".join(_fmt(v) for v in p["multi"]["values"]) or "—",
+                    _per_seed(p["multi"]["values"]),
                     _fmt_pm(p["multi"]["stats"]),
                     diff,
                     c["verdict"] if c else "—",

@@ -252,14 +252,21 @@ def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | Non
         env = f"OMP_NUM_THREADS={threads} " if threads else ""
         return env + " ".join(shlex.quote(p) for p in parts)
 
-    evaluate = json.dumps([str(config_file), str(config_file.parent / "evaluate.json")])
+    evaluate_files, evaluate_overrides = _test_evaluation(config_file, overrides)
     return "\n".join(
         [
             "# replay of this row (pass another --bundle_root to keep its results): train, then test",
             line(str(config_file), overrides),
-            line(evaluate, {**overrides, "resume": False, "overwrite": True}),
+            line(json.dumps(evaluate_files), evaluate_overrides),
         ]
     )
+
+
+def _test_evaluation(config_file: Path, overrides: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Config files and overrides of a row's test evaluation: ``evaluate.json`` over the training
+    config, never resuming, and overwriting a partial earlier evaluation (a rerun after an
+    interruption replaces it)."""
+    return [str(config_file), str(config_file.parent / "evaluate.json")], {**overrides, "resume": False, "overwrite": True}
 
 
 @contextlib.contextmanager
@@ -336,14 +343,8 @@ def _evaluate_test(config_file: Path, overrides: Mapping[str, Any], log_file: Pa
     workflow = None
     with _logging_to(log_file):
         try:
-            evaluate = config_file.parent / "evaluate.json"
-            # overwrite: a rerun after an interruption replaces a partial earlier evaluation
-            workflow = ConfigWorkflow(
-                config_file=[str(config_file), str(evaluate)],
-                logging_file=False,
-                workflow_type=None,
-                **{**overrides, "resume": False, "overwrite": True},
-            )
+            files, evaluate_overrides = _test_evaluation(config_file, overrides)
+            workflow = ConfigWorkflow(config_file=files, logging_file=False, workflow_type=None, **evaluate_overrides)
             workflow.initialize()
             workflow.run()
             workflow.finalize()

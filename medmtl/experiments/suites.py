@@ -625,9 +625,7 @@ def headline_suite() -> Suite:
     # the central task for the last 4; both PFLP and ITW2 have 3:1 base weights, as static-1
     schedule = {"unit": "epoch", "period": 1, "switch_at": 8}
     rows += [_static_row(1.0), _table2_row("MTL2", schedule), _table2_row("ITW2", schedule)]
-    # the label-scarcity curve at the same updates per task: the single-task row keeps the
-    # nodule's 11 steps an epoch, the multi-task row the main job's 76 (an epoch would otherwise
-    # be one pass over data that shrinks with the labels)
+    # the label-scarcity rows keep the full-label rows' updates per task (see _scarcity_rows)
     rows += _scarcity_rows(
         SCARCITY_FRACTIONS,
         single_overrides={"steps_per_epoch": MAIN_JOB_STEPS[CENTRAL_TASK]},
