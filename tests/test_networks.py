@@ -80,14 +80,52 @@ def test_encoder_runs_2d_and_3d_with_the_same_parameters() -> None:
     assert [tuple(f.shape) for f in f3] == [(1, 8, 16, 16, 16), (1, 16, 8, 8, 8), (1, 32, 4, 4, 4)]
     assert [tuple(f.shape) for f in f2] == [(2, 8, 32, 32), (2, 16, 16, 16), (2, 32, 8, 8)]
     assert enc.size_divisible == 4
-    params = list(enc.parameters())
+    params = dict(enc.named_parameters())
     sum(f.mean() for f in f2).backward()
-    grads_2d = [p.grad.clone() for p in params]
-    enc.zero_grad()
+    grads_2d = {n: p.grad for n, p in params.items()}
+    enc.zero_grad(set_to_none=True)
     sum(f.mean() for f in enc(torch.randn(1, 1, 16, 16, 16))).backward()
-    # both ranks train every parameter object of the encoder
-    assert all(g.abs().sum() > 0 for g in grads_2d)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+    # both ranks train every parameter object of the encoder, except the stem's intensity bins,
+    # which only volumes have
+    assert [n for n, g in grads_2d.items() if g is None] == ["stages.0.0.bin_conv.weight"]
+    assert all(g.abs().sum() > 0 for g in grads_2d.values() if g is not None)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params.values())
+
+
+def test_stem_bins_start_at_zero_and_change_no_random_draw() -> None:
+    torch.manual_seed(3)
+    with_bins = SharedEncoder(1, channels=(8, 16), num_res_units=1)
+    torch.manual_seed(3)
+    without = SharedEncoder(1, channels=(8, 16), num_res_units=1, volume_bins=0)
+    state = with_bins.state_dict()
+    assert set(state) - set(without.state_dict()) == {"stages.0.0.bin_conv.weight"}
+    assert state.pop("stages.0.0.bin_conv.weight").abs().sum() == 0
+    assert all(torch.equal(v, without.state_dict()[k]) for k, v in state.items())
+    for x in (torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16)):
+        for a, b in zip(with_bins(x), without(x)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bins", [0, 4])
+def test_stem_bins_keep_the_level_of_a_two_level_volume(bins: int) -> None:
+    # lung (0.1) with a block of solid (0.74) or calcified (1.0) tissue: a pointwise conv, any
+    # activation and instance norm map both volumes to the same output; a bin that only the
+    # calcified level reaches does not
+    stem = StemConv(1, 2, kernel_size=1, volume_bins=bins)
+    with torch.no_grad():
+        stem.conv.weight.fill_(1.0)
+        stem.conv.bias.zero_()
+        if bins:  # channel 1 reads the top bin alone
+            stem.conv.weight[1] = 0.0
+            stem.bin_conv.weight[1, bins - 1] = 1.0
+    outs = []
+    for level in (0.74, 1.0):
+        x = torch.full((1, 1, 8, 8, 8), 0.1)
+        x[..., 2:5, 2:5, 2:5] = level
+        outs.append(stem(x))
+    # equal up to the norm's eps; the top bin's channel is 0 for solid and up to 4.2 for calcified
+    assert torch.allclose(outs[0][:, 0], outs[1][:, 0], atol=1e-2)
+    assert torch.allclose(outs[0][:, 1], outs[1][:, 1], atol=1e-2) == (bins == 0)
 
 
 def test_plain_2d_twin_computes_the_same_2d_features() -> None:
@@ -212,15 +250,18 @@ def test_each_task_trains_only_its_head_and_the_trunk(sharing: str) -> None:
         assert all(p.grad is not None for p in net.task_parameters(task))
         for other in set(TASK_NAMES) - {task}:
             assert all(p.grad is None for p in net.task_parameters(other)), other
+        # the stem's intensity bins are for volumes only
+        trained = [p for n, p in net.named_parameters() if TASKS[task].spatial_dims == 3 or "bin_conv" not in n]
+        shared = [p for p in net.shared_parameters() if any(p is q for q in trained)]
         if sharing == "hard":
-            assert all(p.grad is not None for p in net.shared_parameters())
+            assert all(p.grad is not None for p in shared)
         elif sharing == "soft":
-            assert all(p.grad is not None for p in net.trunk.encoders[task].parameters())
+            assert all(p.grad is not None for p in net.trunk.encoders[task].parameters() if any(p is q for q in trained))
             for other in set(TASK_NAMES) - {task}:
                 assert all(p.grad is None for p in net.trunk.encoders[other].parameters())
         else:
             # cross-stitch: every branch is part of every task's graph
-            assert all(p.grad is not None for p in net.shared_parameters())
+            assert all(p.grad is not None for p in shared)
 
 
 def test_detector_is_built_once_shares_parameters_and_follows_net_mode() -> None:

@@ -76,13 +76,24 @@ class DimsConv(nn.Module):
         stride: stride along every spatial axis.
         bias: whether to add a learnable bias (off by default: every encoder conv is followed by a
             norm whose shift makes a bias redundant).
+        zero_init: start from zero weights (and bias) instead of PyTorch's random draws, for a branch
+            added to a working network: it changes nothing until trained and draws no random
+            numbers, so every other parameter is initialised as without it.
 
     Shapes:
         (B, in, H, W, D) -> (B, out, H/s, W/s, D/s) with ``conv3d``;
         (B, in, H, W) -> (B, out, H/s, W/s) with ``conv2d`` on the depth-summed kernel.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        bias: bool = False,
+        zero_init: bool = False,
+    ):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -93,10 +104,17 @@ class DimsConv(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.zero_init = bool(zero_init)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialise like ``torch.nn.Conv3d`` (Kaiming-uniform weights, fan-in bounded bias)."""
+        """Initialise like ``torch.nn.Conv3d`` (Kaiming-uniform weights, fan-in bounded bias), or to
+        zeros with ``zero_init``."""
+        if self.zero_init:
+            nn.init.zeros_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+            return
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size**3)
@@ -190,17 +208,27 @@ class ConvNormAct(nn.Sequential):
 
 class StemConv(nn.Module):
     """The encoder's first conv: conv (with bias) -> activation -> norm on volumes, conv -> norm ->
-    activation on images, with the same parameters.
+    activation on images, with the same parameters; volumes also pass through intensity bins.
 
     Why the order differs: CT is calibrated (HU), so a volume's absolute level carries meaning, and
     a linear conv followed by instance norm erases it (a two-level image, a nodule on lung, comes
     out the same whatever the two levels). Activating first keeps it: on the ``benchmark`` nodule
-    baseline test AUC 0.854 / 0.851 / 0.874 (seeds 0-2) against 0.816 / 0.811 / 0.773, calcified
-    (benign) nodules no longer at p = 0.5, and in the main job on data seed 7 the spleen went from
-    Dice 0.000 to 0.877. Radiograph and mammogram values depend on exposure and processing, not on
-    tissue alone, and the same order there made the CXR baseline fragile (seed 0 test AUC 0.778,
-    pneumothorax 0.59, against 0.998 norm-first), so 2D inputs keep conv -> norm -> activation, for
-    which the bias is a per-channel constant the instance norm removes.
+    baseline test AUC 0.854 / 0.851 / 0.874 (seeds 0-2) against 0.816 / 0.811 / 0.773, and in the
+    main job on data seed 7 the spleen went from Dice 0.000 to 0.877. Radiograph and mammogram
+    values depend on exposure and processing, not on tissue alone, and the same order there made
+    the CXR baseline fragile (seed 0 test AUC 0.778, pneumothorax 0.59, against 0.998 norm-first),
+    so 2D inputs keep conv -> norm -> activation, for which the bias is a per-channel constant the
+    instance norm removes.
+
+    Why the bins: activating first only keeps a level the conv's random bias happens to threshold,
+    and calcified nodules (420 HU, every one benign) still got a malignancy probability of 0.35-0.5,
+    like solid ones (35 HU). So a volume's values (``[0, 1]`` after the pipeline's HU window) are
+    also split into ``volume_bins`` equal-width bins, ``clamp(K x - k, 0, 1)`` for ``k < K``: the
+    multi-window input of CT models (e.g. lung, soft-tissue and bone windows as channels), here
+    tiling the configured window, so whether any voxel falls into a bin survives the norm. They go
+    through their own conv, started at zero (:class:`DimsConv` ``zero_init``), so an untrained
+    network and every 2D pass are those of the encoder without bins, random draws included.
+    Measured on the ``benchmark`` nodule baseline: see ``docs/results.md``.
 
     Args:
         in_channels: input channels.
@@ -208,6 +236,7 @@ class StemConv(nn.Module):
         kernel_size: odd cubic kernel size.
         norm: MONAI norm spec (see :class:`DimsNorm`).
         act: MONAI activation spec.
+        volume_bins: intensity bins of a volume's ``[0, 1]`` values (0: none).
     """
 
     def __init__(
@@ -217,17 +246,33 @@ class StemConv(nn.Module):
         kernel_size: int = 3,
         norm: str | tuple = DEFAULT_NORM,
         act: str | tuple = DEFAULT_ACT,
+        volume_bins: int = 4,
     ):
         super().__init__()
+        if volume_bins < 0:
+            raise ValueError(f"volume_bins must be >= 0, got {volume_bins}")
+        self.volume_bins = int(volume_bins)
         self.conv = DimsConv(in_channels, out_channels, kernel_size, 1, bias=True)
+        self.bin_conv = (
+            DimsConv(in_channels * self.volume_bins, out_channels, kernel_size, 1, zero_init=True)
+            if self.volume_bins
+            else None
+        )
+        # (1, 1, K, 1, 1, 1): bin k of every channel is clamp(K x - k, 0, 1)
+        self.register_buffer(
+            "bin_offsets", torch.arange(self.volume_bins, dtype=torch.float32).view(1, 1, -1, 1, 1, 1), persistent=False
+        )
         self.norm = DimsNorm(norm, out_channels)
         self.act = get_act_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
         if spatial_dims_of(x) == 3:
-            return self.norm(self.act(x))
-        return self.act(self.norm(x))
+            y = self.conv(x)
+            if self.bin_conv is not None:
+                bins = (x.unsqueeze(2) * self.volume_bins - self.bin_offsets).clamp(0.0, 1.0).flatten(1, 2)
+                y = y + self.bin_conv(bins)
+            return self.norm(self.act(y))
+        return self.act(self.norm(self.conv(x)))
 
 
 class ResidualBlock(nn.Module):

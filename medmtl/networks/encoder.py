@@ -58,6 +58,8 @@ class SharedEncoder(nn.Module):
         dropout: dropout probability inside the residual blocks.
         num_stages: build only the first ``num_stages`` stages (used by mixed sharing, whose later
             stages are per task; see :meth:`build_stages`). ``None`` builds all.
+        volume_bins: intensity bins the stem gives 3D inputs (see
+            :class:`~medmtl.networks.blocks.StemConv`; 0: none, the encoder of checkpoints saved before them).
 
     Shapes:
         (B, in_channels, *spatial) with 2 or 3 spatial dims -> list of ``num_stages`` tensors,
@@ -81,9 +83,11 @@ class SharedEncoder(nn.Module):
         act: str | tuple = DEFAULT_ACT,
         dropout: float = 0.0,
         num_stages: int | None = None,
+        volume_bins: int = 4,
     ):
         super().__init__()
         self.in_channels = int(in_channels)
+        self.volume_bins = int(volume_bins)
         self.channels = tuple(int(c) for c in channels)
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels!r}")
@@ -118,7 +122,7 @@ class SharedEncoder(nn.Module):
         for i in range(start, stop):
             c_in = self.in_channels if i == 0 else self.channels[i - 1]
             first: nn.Module = (
-                StemConv(c_in, self.channels[i], self.kernel_size, self.norm, self.act)
+                StemConv(c_in, self.channels[i], self.kernel_size, self.norm, self.act, self.volume_bins)
                 if i == 0
                 else ConvNormAct(c_in, self.channels[i], self.kernel_size, 2, self.norm, self.act)
             )

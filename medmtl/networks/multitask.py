@@ -47,6 +47,9 @@ class MultiTaskNet(nn.Module):
         hidden_channels: hidden width of the classification / multilabel MLPs.
         fpn_channels: FPN and RetinaNet tower width of detection heads.
         fpn_levels: pyramid levels used by detection heads (default all but level 0).
+        volume_bins: intensity bins of 3D inputs in the encoder's stem (see
+            :class:`~medmtl.networks.blocks.StemConv`; 0 rebuilds the network of checkpoints saved
+            before them).
         default_task: task run by ``net(x)`` without a task (e.g. for TorchScript export with
             ``ckpt_export --use_trace``, ``verify_net_in_out``); the state dict does not change.
 
@@ -75,6 +78,7 @@ class MultiTaskNet(nn.Module):
         fpn_channels: int = 64,
         fpn_levels: Sequence[int] | None = None,
         default_task: str | None = None,
+        volume_bins: int = 4,
     ):
         super().__init__()
         specs = resolve_tasks(tasks)
@@ -95,6 +99,7 @@ class MultiTaskNet(nn.Module):
             "norm": norm,
             "act": act,
             "dropout": dropout,
+            "volume_bins": volume_bins,
         }
         self.trunk = build_trunk(
             sharing, list(self.task_specs), encoder_kwargs, soft_penalty, shared_stages, cross_stitch_per_channel
