@@ -527,7 +527,7 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     pflp = suite.row("table2.MTL2@s2")
     assert pflp.weighting == "pflp" and pflp.weighting_params["period"] == 1 and pflp.weighting_params["unit"] == "epoch"
     itw = suite.row("table2.ITW2@s1")
-    assert itw.weighting == "itw" and itw.weighting_params["switch_at"] == 8 and itw.weighting_params["warmup_pflp"] is True
+    assert itw.weighting == "itw" and itw.weighting_params["switch_at"] == 12 and itw.weighting_params["warmup_pflp"] is True
     assert itw.weighting_params["central"] == "nodule_malignancy" and itw.weighting_params["pflp_period"] == 1
     equal = suite.row("weighting.equal@s1")
     assert equal.tasks == ALL_TASKS and equal.weighting == "equal"
@@ -547,7 +547,14 @@ def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     train = json.loads((CONFIGS / "train.json").read_text())
     # the small preset's training sections (seed 0), as the README main job reads them
     sizes = {"ct_organ_seg": 10, "nodule_malignancy": 144, "mammo_mass_det": 120, "cxr_findings": 288}
-    sampler = MultiTaskBatchSampler(sizes, batch_size=train["batch_size"], mode="round_robin", shares=train["task_shares"], seed=0)
+    sampler = MultiTaskBatchSampler(
+        sizes,
+        batch_size=train["batch_size"],
+        mode="round_robin",
+        shares=train["task_shares"],
+        seed=0,
+        steps_per_epoch=train["steps_per_epoch"],
+    )
     steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
     assert {t: n / 2 for t, n in steps.items()} == MAIN_JOB_STEPS
 
