@@ -65,7 +65,10 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: st
             assert got[0]["grad_norms"] == pytest.approx(expected["grad_norms"], rel=5e-2), f"step {step}"
     for name, value in single["state"].items():
         torch.testing.assert_close(ranks[0]["state"][name], ranks[1]["state"][name], rtol=0, atol=0, msg=f"{name} differs across ranks")
-        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-3, atol=1e-4, msg=f"{name}: 2 ranks vs 1 process")
+        # the same rounding drift moves the stem's parameters by up to ~1.5e-4 in absolute terms
+        # after 9 steps, also its intensity bins, which start at zero and stay below 2e-3 here; a
+        # wrong reduction across ranks would be off by the size of the updates themselves
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-3, atol=3e-4, msg=f"{name}: 2 ranks vs 1 process")
 
 
 @pytest.mark.parametrize("job", MODE_JOBS, ids=[f"{m}-{s}" for _, s, m in MODE_JOBS])
