@@ -565,9 +565,10 @@ def full_suite() -> Suite:
 #: task's training section), validation interval and batch size, sized to the issue's budget of
 #: at most 10 CPU-minutes per row. Measured on the reference machine (2 cores, one thread per row,
 #: the CPU seconds of ``runs.json``, 2026-12-04): CT 9 epochs took 308 CPU-s and reached spleen
-#: Dice 0.61 (test), so it gets 16; nodule 12 epochs took 651 CPU-s, over the budget, so it gets
-#: 10; mammography 6 epochs took 276 CPU-s for mAP@0.1 0.97 (near its ceiling of 1). The measured
-#: table is in ``docs/results.md``.
+#: Dice 0.61 (test), so it gets 16; mammography 6 epochs took 276 CPU-s for mAP@0.1 0.97 (near its
+#: ceiling of 1). Nodule, with the stem's intensity bins (2026-12-06): 10 epochs took 383-402 CPU-s
+#: for test AUC 0.901, 0.050 below its ceiling, and 12 epochs 506-538 CPU-s for 0.916, so it gets
+#: 12 (the earlier stem took 651 CPU-s for 12). The measured table is in ``docs/results.md``.
 BASELINE_RECIPES: dict[str, dict[str, int]] = {
     "ct_organ_seg": {"num_epochs": 16, "val_interval": 4, "batch_size": 1},
     "nodule_malignancy": {"num_epochs": 12, "val_interval": 2, "batch_size": 16},
