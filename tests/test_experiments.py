@@ -21,7 +21,7 @@ from medmtl.experiments import (
     write_report,
 )
 from medmtl.experiments.compare import references
-from medmtl.experiments.intervals import VERDICTS
+from medmtl.experiments.intervals import VERDICTS, seed_interval
 from medmtl.experiments.records import row_delta_m
 from medmtl.experiments.report import headline
 from medmtl.experiments.runner import Manifest
@@ -322,9 +322,10 @@ def test_smoke_suite_end_to_end(tmp_path):
     for task in sorted(compared):
         c = comparisons[("weighting.pcgrad", "weighting.equal", task)]
         assert c["verdict"] in VERDICTS and c["seeds"] == ["0"]
+        assert math.isnan(c["seed_lo"]) and math.isnan(c["seed_hi"])  # one seed: no seed interval
         assert c["diff"] == pytest.approx(c["a"] - c["b"]) or math.isnan(c["diff"])
         assert c["a"] == pytest.approx(rows["weighting.pcgrad"]["metrics"][task][c["metric"]], nan_ok=True)
-    assert "## Comparisons (paired, test section)" in md
+    assert "## Comparisons (paired, test section)" in md and "| seeds 95 % CI |" in md
     # the smoke suite's one label fraction and the full-label point
     assert [p["fraction"] for p in results["scarcity"]] == [0.3, 1.0]
     assert results["scarcity"][0]["multi"]["setting"] == "scarcity.best-f0.3" and "## Label scarcity" in md
@@ -387,7 +388,9 @@ def test_comparisons_plot_has_a_panel_per_task_and_skips_undefined_intervals(tmp
     assert not (tmp_path / "none.png").exists()
 
     one_task = undefined + [comparison("weighting.famo", "nodule_malignancy", 0.05, 0.01, 0.09, "better")]
-    two_tasks = one_task + [comparison("weighting.famo", "cxr_findings", -0.02, -0.05, 0.01, "not distinguishable")]
+    # with a seed interval (drawn as a thin line beside the case interval)
+    two_tasks = one_task + [dict(comparison("weighting.famo", "cxr_findings", -0.02, -0.05, 0.01, "not distinguishable"),
+                                 seed_lo=-0.2, seed_hi=0.16)]
     heights = {}
     for name, comparisons in (("one", one_task), ("two", two_tasks)):
         path = plot_comparisons(comparisons, tmp_path / "plots" / f"{name}.png")
@@ -431,6 +434,10 @@ def test_headline_delta_m_of_means_resists_one_collapsed_baseline() -> None:
     # of means: nodule 0.66 vs 0.6 (+10 %), mammo 0.5 vs 0.205 (+143.9 %)
     assert equal["delta_m_of_means"] == pytest.approx((10.0 + (0.5 - 0.205) / 0.205 * 100) / 2)
     assert heads[f"single.{nodule}"]["delta_m_of_means"] is None
+    # the Student-t interval of the per-seed Δm: two seeds this far apart leave it spanning 0
+    assert equal["delta_m_ci"] == pytest.approx(seed_interval([17.5, 2455.0]))
+    assert equal["delta_m_ci"][0] < 0 < equal["delta_m_ci"][1]
+    assert heads[f"single.{nodule}"]["delta_m_ci"] is None  # single-task rows have no Δm
 
 
 def test_baselines_suite_rows_and_recipes() -> None:

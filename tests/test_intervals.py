@@ -11,7 +11,7 @@ import torch
 from medmtl.engine.cases import key_metric_of_cases
 from medmtl.engine.kinds import build_task_metrics
 from medmtl.errors import ConfigError
-from medmtl.experiments.intervals import paired_difference, verdict
+from medmtl.experiments.intervals import paired_difference, seed_interval, verdict
 from medmtl.tasks import get_task
 
 CT, NODULE, MAMMO, CXR = (get_task(t) for t in ("ct_organ_seg", "nodule_malignancy", "mammo_mass_det", "cxr_findings"))
@@ -70,6 +70,7 @@ def test_a_clearly_better_model_is_called_better_and_the_reverse_worse():
     good, chance = {s: r[0] for s, r in records.items()}, {s: r[1] for s, r in records.items()}
     out = paired_difference(NODULE, good, chance, n_boot=300)
     assert out["verdict"] == "better" and out["lo"] > 0.2 and out["seeds"] == ["0", "1", "2"]
+    assert out["seed_lo"] > 0.2  # every seed agrees, so the seed interval excludes 0 as well
     assert out["diff"] == pytest.approx(np.mean([v["diff"] for v in out["per_seed"].values()]))
     assert paired_difference(NODULE, chance, good, n_boot=300)["verdict"] == "worse"
 
@@ -108,3 +109,39 @@ def test_verdict_follows_the_metric_direction():
     assert verdict(0.1, 0.3) == "better" and verdict(-0.3, -0.1) == "worse"
     assert verdict(-0.1, 0.2) == "not distinguishable" and verdict(math.nan, 1.0) == "not distinguishable"
     assert verdict(0.1, 0.3, higher_better=False) == "worse"
+
+
+def test_seed_interval_is_the_student_t_interval_of_the_mean():
+    # mean 2, sd 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    lo, hi = seed_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == (pytest.approx(2 - 2.484138, abs=1e-6), pytest.approx(2 + 2.484138, abs=1e-6))
+    lo90, hi90 = seed_interval([1.0, 2.0, 3.0], level=0.9)  # t(0.95, 2) = 2.919986
+    assert hi90 - 2 == pytest.approx(2.919986 / math.sqrt(3), abs=1e-6)
+    assert all(math.isnan(v) for v in seed_interval([0.3]))  # one seed: undefined
+    assert seed_interval([0.1, math.nan, 0.3]) == seed_interval([0.1, 0.3])  # an undefined seed is left out
+
+
+def test_seeds_that_disagree_make_a_tight_case_interval_not_distinguishable():
+    # Seeds 0 and 2: A separates the classes, B is at chance; seed 1 the other way round. The case
+    # interval of the seed mean (about +0.15 AUC) excludes 0, but the seeds disagree in sign, so the
+    # training run decides more than the test cases: the verdict must not be "better".
+    rng = np.random.default_rng(6)
+    good = {s: _classification_record(rng, 200, 3.0)[1] for s in (0, 1, 2)}
+    chance = {s: _classification_record(rng, 200, 0.0)[1] for s in (0, 1, 2)}
+    a = {0: good[0], 1: chance[1], 2: good[2]}
+    b = {0: chance[0], 1: good[1], 2: chance[2]}
+    out = paired_difference(NODULE, a, b, n_boot=300)
+    diffs = [v["diff"] for v in out["per_seed"].values()]
+    assert diffs[0] > 0.3 and diffs[1] < -0.3 and diffs[2] > 0.3
+    assert out["lo"] > 0  # the case interval alone would say "better"
+    assert out["seed_lo"] < 0 < out["seed_hi"]
+    assert out["seed_lo"] < out["lo"] and out["seed_hi"] > out["hi"]
+    assert out["verdict"] == "not distinguishable"
+
+
+def test_one_seed_decides_on_the_case_interval_alone():
+    rng = np.random.default_rng(7)
+    good, chance = _classification_record(rng, 120, 3.0)[1], _classification_record(rng, 120, 0.0)[1]
+    out = paired_difference(NODULE, {0: good}, {0: chance}, n_boot=300)
+    assert math.isnan(out["seed_lo"]) and math.isnan(out["seed_hi"])
+    assert out["verdict"] == "better" and out["seeds"] == ["0"]

@@ -12,10 +12,21 @@ here accounts for both:
 2. **Over seeds**, one bootstrap replicate is the mean over seeds of the per-seed replicate
    differences, so the interval is that of the seed-mean difference the report prints.
 
-The point estimate is the mean over seeds of the full-test-set differences; the interval is the
-percentile interval of the replicates. The verdict is ``better`` when the whole interval lies
-above 0, ``worse`` when it lies below, and ``not distinguishable`` otherwise. With a single seed
-the interval covers case sampling only, and the result says so (``seeds``).
+The point estimate is the mean over seeds of the full-test-set differences; the case interval
+(``lo``, ``hi``) is the percentile interval of the replicates.
+
+That interval holds the seeds fixed: it says how much the difference would move on other test
+cases, not on another training run. Every seed is evaluated on the same test cases, so the
+spread of the per-seed differences measures the training randomness, and with few seeds it can
+be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over three seeds
+has a case interval of [-0.07, -0.04]). So a second, **seed interval** (``seed_lo``,
+``seed_hi``) is the Student-t interval of the mean of the per-seed differences (t with
+``seeds - 1`` degrees of freedom; undefined for one seed).
+
+The verdict is ``better`` when every defined interval lies above 0, ``worse`` when every one lies
+below, and ``not distinguishable`` otherwise: a difference has to stand out of both the test-case
+noise and the seed noise. With a single seed only the case interval exists and the result says so
+(``seeds``).
 
 Pairing is checked: both rows must hold the same number of cases per seed and, where the record
 holds labels, the same labels in the same order.
@@ -28,13 +39,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from medmtl.engine.cases import key_metric_of_cases, num_cases
 from medmtl.engine.metrics import higher_is_better, summary_key
 from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task
 
-__all__ = ["VERDICTS", "combine_verdicts", "paired_difference", "verdict"]
+__all__ = ["VERDICTS", "combine_verdicts", "paired_difference", "seed_interval", "verdict"]
 
 #: The possible verdicts of a comparison.
 VERDICTS = ("better", "worse", "not distinguishable")
@@ -49,6 +61,15 @@ def verdict(lo: float, hi: float, higher_better: bool = True) -> str:
     if hi < 0:
         return "worse" if higher_better else "better"
     return "not distinguishable"
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values`` (one per seed); ``(nan, nan)`` below 2 finite values."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf((1 + level) / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return float(x.mean()) - half, float(x.mean()) + half
 
 
 def _check_paired(spec: TaskSpec, a: Mapping[str, Any], b: Mapping[str, Any], seed: Any) -> int:
@@ -82,9 +103,10 @@ def paired_difference(
         seed: seed of the resampling.
 
     Returns:
-        ``{"task", "metric", "a", "b", "diff", "lo", "hi", "level", "verdict", "seeds",
-        "per_seed": {seed: {"a", "b", "diff"}}, "n_cases": {seed: n}, "n_boot"}``; ``a`` and
-        ``b`` are the seed means of each row's key metric.
+        ``{"task", "metric", "a", "b", "diff", "lo", "hi", "seed_lo", "seed_hi", "level",
+        "verdict", "seeds", "per_seed": {seed: {"a", "b", "diff"}}, "n_cases": {seed: n},
+        "n_boot"}``; ``a`` and ``b`` are the seed means of each row's key metric, ``lo``/``hi``
+        the case interval and ``seed_lo``/``seed_hi`` the seed interval (nan for one seed).
 
     Raises:
         ConfigError: the rows do not share seeds or cases, or an argument is out of range.
@@ -115,6 +137,11 @@ def paired_difference(
     alpha = (1 - level) / 2
     lo, hi = (float(np.quantile(finite, q)) for q in (alpha, 1 - alpha)) if len(finite) else (math.nan, math.nan)
     metric = summary_key(spec, spec.key_metric)
+    higher = higher_is_better(metric)
+    seed_lo, seed_hi = seed_interval([v["diff"] for v in per_seed.values()], level)
+    verdicts = {verdict(lo, hi, higher)}
+    if len(seeds) > 1:
+        verdicts.add(verdict(seed_lo, seed_hi, higher))
     return {
         "task": spec.name,
         "metric": metric,
@@ -124,7 +151,9 @@ def paired_difference(
         "lo": lo,
         "hi": hi,
         "level": level,
-        "verdict": verdict(lo, hi, higher_is_better(metric)),
+        "seed_lo": seed_lo,
+        "seed_hi": seed_hi,
+        "verdict": verdicts.pop() if len(verdicts) == 1 else "not distinguishable",
         "seeds": [str(s) for s in seeds],
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "n_cases": {str(s): n for s, n in n_cases.items()},

@@ -23,6 +23,7 @@ from medmtl.data.synthetic import MANIFEST
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
 from medmtl.experiments.compare import compare_rows, rows_by_setting
+from medmtl.experiments.intervals import seed_interval
 from medmtl.experiments.records import TEST_METRICS_FILE, load_metrics, row_delta_m, summaries
 from medmtl.experiments.runner import Manifest, row_dir
 from medmtl.experiments.suites import ALL_TASKS, CENTRAL_TASK, Suite
@@ -136,6 +137,10 @@ def headline(
                 "delta_m": _mean_std([m["delta_m"] for m in members])
                 if members[0]["delta_m"] is not None
                 else None,
+                # the target is a Δm whose interval over seeds excludes 0 (nan below 2 seeds)
+                "delta_m_ci": seed_interval([m["delta_m"] for m in members])
+                if members[0]["delta_m"] is not None
+                else None,
                 "seconds": _mean_std([m["seconds"] for m in members]),
                 "delta_m_of_means": None,
             }
@@ -173,6 +178,13 @@ def _fmt_pm(stats: tuple[float, float] | None, digits: int = 3) -> str:
         return "—"
     mean, std = stats
     return "nan" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt_interval(interval: tuple[float, float] | None, digits: int = 3) -> str:
+    """``[lo, hi]`` with signs, ``—`` when the interval is missing or undefined (one seed)."""
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return "—"
+    return f"[{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
 
 
 def _fmt_params(r: Mapping[str, Any]) -> str:
@@ -293,6 +305,12 @@ def _learnability_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _seed_ci(c: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A comparison's seed interval; ``None`` for one seed and in reports written before it existed."""
+    interval = (c.get("seed_lo", math.nan), c.get("seed_hi", math.nan))
+    return interval if all(math.isfinite(v) for v in interval) else None
+
+
 def _comparison_lines(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
     """The paired comparisons with their 95 % intervals and verdicts (Markdown)."""
     lines = [
@@ -300,20 +318,22 @@ def _comparison_lines(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
         "## Comparisons (paired, test section)",
         "",
         (
-            "Difference A - B of the key metric, mean over the common seeds, with a 95 % bootstrap "
-            "interval (test cases redrawn within each seed, the same draw for both rows, averaged over "
-            "seeds; `medmtl.experiments.intervals`). Verdict: better / worse when the interval "
-            "excludes 0, otherwise not distinguishable."
+            "Difference A - B of the key metric, mean over the common seeds, with two 95 % "
+            "intervals (`medmtl.experiments.intervals`): over test cases (bootstrap, cases redrawn "
+            "within each seed, the same draw for both rows, averaged over seeds) and over seeds "
+            "(Student-t of the per-seed differences; — for one seed). Verdict: better / worse "
+            "when every interval excludes 0 on the same side, otherwise not distinguishable."
         ),
         "",
-        "| A | B | task | metric | seeds | A | B | A - B [95 % CI] | per seed | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| A | B | task | metric | seeds | A | B | A - B [cases 95 % CI] | seeds 95 % CI | per seed | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
         per_seed = _per_seed([v["diff"] for v in c["per_seed"].values()])
         lines.append(
             f"| `{c['setting']}` | `{c['reference']}` | {_short(c['task'])} | {c['metric']} | {','.join(c['seeds'])} | "
-            f"{_fmt(c['a'])} | {_fmt(c['b'])} | {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | {per_seed} | {c['verdict']} |"
+            f"{_fmt(c['a'])} | {_fmt(c['b'])} | {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | "
+            f"{_fmt_interval(_seed_ci(c))} | {per_seed} | {c['verdict']} |"
         )
     return lines
 
@@ -362,11 +382,12 @@ def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -
             f"{key} of the single-task setting and of the best multi-task setting (`best` = "
             f"`{best_row or 'not resolved'}`'s weighting) trained with the same fraction of the "
             f"{CENTRAL_TASK} training labels (the other tasks keep all theirs); multi - single is "
-            "the paired difference with its 95 % interval (see the comparisons)."
+            "the paired difference with its 95 % intervals over test cases and over seeds (see the "
+            "comparisons)."
         ),
         "",
-        "| labels | single-task (per seed) | single mean ± std | multi-task (per seed) | multi mean ± std | multi - single [95 % CI] | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| labels | single-task (per seed) | single mean ± std | multi-task (per seed) | multi mean ± std | multi - single [cases 95 % CI] | seeds 95 % CI | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         c = p["comparison"]
@@ -380,6 +401,7 @@ def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -
                     _per_seed(p["multi"]["values"]),
                     _fmt_pm(p["multi"]["stats"]),
                     diff,
+                    _fmt_interval(_seed_ci(c)) if c else "—",
                     c["verdict"] if c else "—",
                 ]
             )
@@ -479,21 +501,22 @@ def write_tables(
             "## Headline settings (mean ± std over seeds)",
             "",
             (
-                "Δm % is the mean ± std of the per-seed Δm; Δm % of means compares the seed-mean "
-                "metrics with the seed-mean single-task metrics, which one collapsed baseline cannot "
-                "inflate."
+                "Δm % is the mean ± std of the per-seed Δm, with the 95 % Student-t interval of its "
+                "mean over seeds; Δm % of means compares the seed-mean metrics with the seed-mean "
+                "single-task metrics, which one collapsed baseline cannot inflate."
             ),
             "",
-            "| setting | seeds | Δm % | Δm % of means | "
+            "| setting | seeds | Δm % | Δm % 95 % CI | Δm % of means | "
             + " | ".join(f"{_short(t)} {k}" for t, k in key_columns)
             + " | time s |",
-            "|" + "---|" * (len(key_columns) + 5),
+            "|" + "---|" * (len(key_columns) + 6),
         ]
         for h in heads:
             cells = [
                 h["setting"],
                 ",".join(map(str, h["seeds"])),
                 _fmt_pm(h["delta_m"], 2),
+                _fmt_interval(h["delta_m_ci"], 2),
                 _fmt(h["delta_m_of_means"], 2),
             ]
             cells += [
@@ -716,13 +739,16 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
         y = list(range(len(rows)))
         for yi, c in zip(y, rows):
             color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
-            ax.plot([c["lo"], c["hi"]], [yi, yi], color=color, lw=2)
+            if _seed_ci(c):
+                ax.plot(list(_seed_ci(c)), [yi, yi], color=color, lw=0.8)
+            ax.plot([c["lo"], c["hi"]], [yi, yi], color=color, lw=2.5)
             ax.plot([c["diff"]], [yi], "o", color=color)
         ax.axvline(0.0, color="0.2", lw=0.8, ls="--")
         ax.set_yticks(y, [f"{c['setting']} - {c['reference']}" for c in rows], fontsize=7)
         ax.invert_yaxis()
         level = rows[0].get("level", 0.95)
-        ax.set(title=f"{task}: {rows[0]['metric']}", xlabel=f"A - B, {level:.0%} interval")
+        ax.set(title=f"{task}: {rows[0]['metric']}",
+               xlabel=f"A - B, {level:.0%} intervals (thick: test cases, thin: seeds)")
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
 
@@ -754,11 +780,13 @@ def plot_scarcity(points: Sequence[Mapping[str, Any]], path: Path, ceiling: floa
     for p in compared:
         c = p["comparison"]
         color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
-        ax_diff.plot([p["fraction"]] * 2, [c["lo"], c["hi"]], color=color, lw=2)
+        if _seed_ci(c):
+            ax_diff.plot([p["fraction"]] * 2, list(_seed_ci(c)), color=color, lw=0.8)
+        ax_diff.plot([p["fraction"]] * 2, [c["lo"], c["hi"]], color=color, lw=2.5)
         ax_diff.plot([p["fraction"]], [c["diff"]], "o", color=color)
     ax_diff.axhline(0.0, color="0.2", lw=0.8, ls="--")
     ax_diff.set(xscale="log", xlabel=f"fraction of {CENTRAL_TASK} training labels",
-                ylabel=f"multi - single {key}", title="paired difference, 95 % interval")
+                ylabel=f"multi - single {key}", title="paired difference, 95 % intervals (thick: cases, thin: seeds)")
     for ax in (ax_metric, ax_diff):
         ax.set_xticks([p["fraction"] for p in points], [f"{p['fraction']:.0%}" for p in points])
         ax.minorticks_off()
