@@ -88,11 +88,13 @@ def test_weighting_notebook_shows_a_suite_reports_intervals_and_curves(tmp_path,
 
     report = tmp_path / "OUT" / "report"
     comparison = {"setting": "table2.ITW2", "reference": "table2.static-1", "task": "nodule_malignancy", "metric": "auc",
-                  "diff": 0.031, "lo": 0.004, "hi": 0.058, "level": 0.95, "verdict": "better", "seeds": ["0", "1", "2"]}
+                  "diff": 0.031, "lo": 0.004, "hi": 0.058, "seed_lo": 0.002, "seed_hi": 0.060, "level": 0.95,
+                  "verdict": "better", "seeds": ["0", "1", "2"]}
     rows = [{"name": "table2.ITW2", "nodule_malignancy/auc": 0.84}, {"name": "table2.static-1", "nodule_malignancy/auc": 0.81}]
     (report / "plots").mkdir(parents=True)
     point = {"fraction": 0.1, "key": "auc", "single": {"stats": [0.61, 0.02]}, "multi": {"stats": [0.70, 0.03]},
-             "comparison": {**comparison, "diff": 0.09, "lo": -0.01, "hi": 0.19, "verdict": "not distinguishable"}}
+             "comparison": {**comparison, "diff": 0.09, "lo": -0.01, "hi": 0.19, "seed_lo": float("nan"),
+                            "seed_hi": float("nan"), "verdict": "not distinguishable", "seeds": ["0"]}}
     (report / "results.json").write_text(json.dumps({"rows": rows, "comparisons": [comparison], "scarcity": [point]}))
     forest = plot_comparisons([comparison], report / "plots" / "comparisons.png")
     for name in ("learning_curves_nodule_malignancy.png", "scarcity_nodule_malignancy.png"):
@@ -102,7 +104,9 @@ def test_weighting_notebook_shows_a_suite_reports_intervals_and_curves(tmp_path,
     nb = _execute(path, tmp_path, monkeypatch, env={"MEDMTL_EXPERIMENT_TABLE": str(report / "results.json")})
     outputs = nb.cells[-1].outputs
     printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    assert "table2.ITW2 - table2.static-1" in printed and "+0.031 [+0.004, +0.058]  better  (seeds 0,1,2)" in printed
-    assert "10% of the labels: single 0.610, multi 0.700, multi - single +0.090 [-0.010, +0.190]  not distinguishable" in printed
+    assert "table2.ITW2 - table2.static-1" in printed
+    assert "+0.031 cases [+0.004, +0.058] seeds [+0.002, +0.060]  better  (seeds 0,1,2)" in printed
+    multi_minus_single = "multi - single +0.090 cases [-0.010, +0.190] seeds: one  not distinguishable"
+    assert f"10% of the labels: single 0.610, multi 0.700, {multi_minus_single}" in printed
     # the interval plot, the scarcity curve and the learning curves
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
