@@ -2,8 +2,8 @@
 
 Two rows of an experiment (say PFLP and static weighting) are evaluated on the same test cases
 with the same seeds. Their difference in a task's key metric is uncertain for two reasons: the
-test set is a sample of cases, and each seed is one draw of training randomness. The interval
-here accounts for both:
+test set is a sample of cases, and each seed is one draw of training randomness. The **case
+interval** covers the first:
 
 1. **Within a seed**, the cases are resampled with replacement, the same draw for both rows
    (paired), and the key metric of each row is recomputed on the draw
@@ -15,8 +15,8 @@ here accounts for both:
 The point estimate is the mean over seeds of the full-test-set differences; the case interval
 (``lo``, ``hi``) is the percentile interval of the replicates.
 
-That interval holds the seeds fixed: it says how much the difference would move on other test
-cases, not on another training run. Every seed is evaluated on the same test cases, so the
+The case interval holds each seed's trained models fixed: it says how much the difference would
+move on other test cases, not on another training run. Every seed is evaluated on the same test cases, so the
 spread of the per-seed differences measures the training randomness, and with few seeds it can
 be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over three seeds
 has a case interval of [-0.07, -0.04]). So a second, **seed interval** (``seed_lo``,
