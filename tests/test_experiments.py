@@ -439,6 +439,17 @@ def test_headline_delta_m_of_means_resists_one_collapsed_baseline() -> None:
     assert equal["delta_m_ci"][0] < 0 < equal["delta_m_ci"][1]
     assert heads[f"single.{nodule}"]["delta_m_ci"] is None  # single-task rows have no Δm
 
+    # the best setting (here a non-headline candidate) takes every seed of the winning setting, as
+    # its comparisons do, not only the seed-0 row it was chosen on
+    for seed, value in ((0, 0.72), (1, 0.60)):
+        candidate = dict(record("table2.static-1", seed, {nodule: value, mammo: 0.5}), headline=False)
+        candidate["delta_m"] = row_delta_m(candidate["metrics"], {nodule: records[0]["metrics"][nodule],
+                                                                  mammo: records[2 + seed]["metrics"][mammo]})["delta_m"]
+        records.append(candidate)
+    best = next(h for h in headline(records, "table2.static-1") if h["setting"].startswith("best"))
+    assert best["setting"] == "best (= table2.static-1)" and best["seeds"] == [0, 1]
+    assert best["metrics"][nodule]["auc"][0] == pytest.approx(0.66)
+
 
 def test_baselines_suite_rows_and_recipes() -> None:
     from medmtl.experiments.runner import bundle_overrides

@@ -111,13 +111,19 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def headline(
     records: Sequence[Mapping[str, Any]], best_row: str | None
 ) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of every headline setting (the best setting's seed 0 is ``best_row``)."""
+    """Mean ± std over seeds of every headline setting.
+
+    The ``best`` setting holds the seeds its comparisons use (:func:`rows_by_setting`):
+    ``best_row`` at seed 0, then a ``best@s<k>`` row or the winning setting's own row per seed.
+    """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
-        if r["headline"]:
+        if r["headline"] and r["setting"] != "best":
             groups.setdefault(r["setting"], []).append(r)
-        if best_row and r["name"] == best_row:
-            groups.setdefault("best", []).insert(0, r)
+    best_rows = rows_by_setting(records, best_row)[0].get("best") if best_row else None
+    if best_rows:
+        by_name = {r["name"]: r for r in records}
+        groups["best"] = [by_name[name] for _, name in sorted(best_rows.items())]
     rows = []
     for setting, members in groups.items():
         tasks = members[0]["tasks"]
