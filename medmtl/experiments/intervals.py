@@ -16,9 +16,9 @@ The point estimate is the mean over seeds of the full-test-set differences; the 
 (``lo``, ``hi``) is the percentile interval of the replicates.
 
 The case interval holds each seed's trained models fixed: it says how much the difference would
-move on other test cases, not on another training run. Every seed is evaluated on the same test cases, so the
-spread of the per-seed differences measures the training randomness, and with few seeds it can
-be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over three seeds
+move on other test cases, not on another training run. Every seed is evaluated on the same test
+cases, so the spread of the per-seed differences measures the training randomness, and with few
+seeds it can be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over three seeds
 has a case interval of [-0.07, -0.04]). So a second, **seed interval** (``seed_lo``,
 ``seed_hi``) is the Student-t interval of the mean of the per-seed differences (t with
 ``seeds - 1`` degrees of freedom; undefined for one seed).
@@ -139,9 +139,9 @@ def paired_difference(
     metric = summary_key(spec, spec.key_metric)
     higher = higher_is_better(metric)
     seed_lo, seed_hi = seed_interval([v["diff"] for v in per_seed.values()], level)
-    verdicts = {verdict(lo, hi, higher)}
-    if len(seeds) > 1:
-        verdicts.add(verdict(seed_lo, seed_hi, higher))
+    called = verdict(lo, hi, higher)
+    if len(seeds) > 1 and verdict(seed_lo, seed_hi, higher) != called:
+        called = "not distinguishable"
     return {
         "task": spec.name,
         "metric": metric,
@@ -153,7 +153,7 @@ def paired_difference(
         "level": level,
         "seed_lo": seed_lo,
         "seed_hi": seed_hi,
-        "verdict": verdicts.pop() if len(verdicts) == 1 else "not distinguishable",
+        "verdict": called,
         "seeds": [str(s) for s in seeds],
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "n_cases": {str(s): n for s, n in n_cases.items()},

@@ -745,8 +745,8 @@ def plot_comparisons(comparisons: Sequence[Mapping[str, Any]], path: Path) -> Pa
         y = list(range(len(rows)))
         for yi, c in zip(y, rows):
             color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
-            if _seed_ci(c):
-                ax.plot(list(_seed_ci(c)), [yi, yi], color=color, lw=0.8)
+            if seeds := _seed_ci(c):
+                ax.plot(list(seeds), [yi, yi], color=color, lw=0.8)
             ax.plot([c["lo"], c["hi"]], [yi, yi], color=color, lw=2.5)
             ax.plot([c["diff"]], [yi], "o", color=color)
         ax.axvline(0.0, color="0.2", lw=0.8, ls="--")
@@ -786,8 +786,8 @@ def plot_scarcity(points: Sequence[Mapping[str, Any]], path: Path, ceiling: floa
     for p in compared:
         c = p["comparison"]
         color = VERDICT_COLORS.get(c["verdict"], VERDICT_COLORS["not distinguishable"])
-        if _seed_ci(c):
-            ax_diff.plot([p["fraction"]] * 2, list(_seed_ci(c)), color=color, lw=0.8)
+        if seeds := _seed_ci(c):
+            ax_diff.plot([p["fraction"]] * 2, list(seeds), color=color, lw=0.8)
         ax_diff.plot([p["fraction"]] * 2, [c["lo"], c["hi"]], color=color, lw=2.5)
         ax_diff.plot([p["fraction"]], [c["diff"]], "o", color=color)
     ax_diff.axhline(0.0, color="0.2", lw=0.8, ls="--")
