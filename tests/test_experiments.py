@@ -359,6 +359,7 @@ def test_each_setting_is_compared_with_its_reference() -> None:
     assert references("table2.ITW2", tasks) == [("table2.static-1", tuple(tasks))]
     assert references("table2.MTL0", tasks) == [("table2.static-0.01", tuple(tasks))]
     assert references("scarcity.best-f0.1", tasks) == [("scarcity.single-f0.1", ("nodule_malignancy",))]
+    assert references("cost.best-half", tasks) == [(f"single.{t}", (t,)) for t in tasks]
     assert references("single.cxr_findings", ["cxr_findings"]) == []
     # every PFLP row of Table 2 has its static counterpart in the full suite
     full = {r.setting for r in get_suite("full").rows}
@@ -530,8 +531,16 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     multi = ("weighting.equal", "table2.static-1", "table2.MTL2", "table2.ITW2")
     scarce = [f"scarcity.{side}-f{f:g}" for f in (0.05, 0.1, 0.25, 0.5) for side in ("single", "best")]
     assert sorted(r.name for r in suite.rows) == sorted(
-        [f"single.{t}{s}" for t in ALL_TASKS for s in seeds] + [f"{m}{s}" for m in (*multi, *scarce) for s in seeds]
+        [f"single.{t}{s}" for t in ALL_TASKS for s in seeds]
+        + [f"{m}{s}" for m in (*multi, *scarce, "cost.best-half") for s in seeds]
     )
+    # the cost row: the best setting at half the main job's epochs, against the four single-task rows
+    cost = suite.row("cost.best-half@s2")
+    assert cost.needs_best and cost.headline and cost.tasks == ALL_TASKS
+    assert dict(cost.baselines) == {t: f"single.{t}@s2" for t in ALL_TASKS}
+    cost_overrides = bundle_overrides(suite, cost, "/tmp/out", best={"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"})
+    assert (cost_overrides["num_epochs"], cost_overrides["val_interval"]) == (train["num_epochs"] // 2,) * 2
+    assert "steps_per_epoch" not in cost_overrides
     # the scarcity rows keep the updates per task of the full-label rows
     single, best = suite.row("scarcity.single-f0.05@s1"), suite.row("scarcity.best-f0.05@s1")
     assert dict(single.label_fraction) == dict(best.label_fraction) == {CENTRAL_TASK: 0.05}

@@ -14,7 +14,7 @@ setting                      reference
 ``sharing.<mode>``           ``best`` (hard sharing with the same weighting)
 ``transfer.freeze-<p>``      ``best`` (multi-task learning instead of transfer)
 ``scarcity.best-f<f>``       ``scarcity.single-f<f>`` (same labels, single-task)
-``best``                     each task's ``single.<task>``
+``best``, ``cost.<x>``       each task's ``single.<task>``
 ===========================  =================================================================
 """
 
@@ -44,7 +44,7 @@ def references(setting: str, tasks: Sequence[str]) -> list[tuple[str, tuple[str,
     """``[(reference setting, compared tasks)]`` for ``setting`` (see the module table)."""
     group, _, name = setting.partition(".")
     tasks = tuple(tasks)
-    if setting in ("best", "weighting.equal"):
+    if setting in ("best", "weighting.equal") or group == "cost":
         return [(f"single.{t}", (t,)) for t in tasks]
     if group == "weighting":
         return [("weighting.equal", tasks)]

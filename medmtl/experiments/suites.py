@@ -24,7 +24,8 @@ Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``
   malignancy alone at weight 3 and the others at 0.01 for the last 6) against their static
   counterpart ``table2.static-1``; and the label-scarcity curve at that recipe
   (``scarcity.<single|best>-f<fraction>`` for 5, 10, 25 and 50 % of the nodule labels, at the
-  same updates per task as the full-label rows).
+  same updates per task as the full-label rows); and the cost target: the best setting at half
+  the epochs (``cost.best-half``) against the four single-task rows.
 
 - ``single.<task>``: single-task baseline of each task;
 - ``weighting.<name>``: MTL with ``equal``, ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``,
@@ -39,6 +40,8 @@ Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``
   malignancy from its encoder), the review paper's Fig. 2 against MTL;
 - ``scarcity.<single|best>-f<fraction>``: malignancy with a fraction of its labels, single-task vs
   the best MTL setting (the 100% points are ``single.nodule_malignancy`` and the best row);
+- ``cost.best-half``: the best MTL setting at half the epochs (``headline`` only): does one model
+  at half the cost of the four single-task models reach their quality?
 - ``<setting>@s<seed>``: further seeds of every setting (``best``'s seed 0 is the winning
   candidate row).
 """
@@ -100,7 +103,7 @@ class Row:
     Attributes:
         name: unique, usable as a folder name (``group.setting`` plus ``@s<seed>`` beyond seed 0).
         group: experiment family (``single``, ``weighting``, ``table2``, ``sharing``, ``transfer``,
-            ``scarcity``).
+            ``scarcity``, ``cost``).
         tasks: tasks trained (one task: a single-task run).
         seed: the bundle's ``seed`` (initialisation, sampling, augmentation, label subsets).
         weighting: strategy name for ``build_weighting``, or :data:`BEST`.
@@ -607,6 +610,10 @@ def baselines_suite() -> Suite:
 MAIN_JOB_STEPS: dict[str, int] = {"ct_organ_seg": 23, "nodule_malignancy": 15, "mammo_mass_det": 8, "cxr_findings": 30}
 
 
+#: Epochs of the README main job (``train.json``'s ``num_epochs``), the ``headline`` suite's schedule.
+HEADLINE_EPOCHS = 18
+
+
 def headline_suite() -> Suite:
     """The main job's setting against its four single-task baselines, and PFLP and ITW against
     their static counterpart, over three seeds.
@@ -618,7 +625,8 @@ def headline_suite() -> Suite:
     single-task row gets as many updates as its task gets in the multi-task row
     (:data:`MAIN_JOB_STEPS` steps an epoch), so the comparison is at equal steps per task. The
     label-scarcity rows train with :data:`SCARCITY_FRACTIONS` of the nodule labels, single-task
-    against the best of the multi-task rows, at those same steps.
+    against the best of the multi-task rows, at those same steps. ``cost.best-half`` is the best
+    setting at half the epochs, so half the cost of the four single-task rows together.
     """
     rows = [_single_row(t, overrides={"steps_per_epoch": n}) for t, n in MAIN_JOB_STEPS.items()]
     rows += [_weighting_row("weighting.equal", "equal", headline=True)]
@@ -632,9 +640,19 @@ def headline_suite() -> Suite:
         single_overrides={"steps_per_epoch": MAIN_JOB_STEPS[CENTRAL_TASK]},
         best_overrides={"steps_per_epoch": sum(MAIN_JOB_STEPS.values())},
     )
+    # the cost target (one model at most half the CPU of four): the best setting trained for half
+    # the epochs costs half of the four single-task rows together; does it still reach their quality?
+    rows.append(
+        _best_row(
+            "cost.best-half",
+            headline=True,
+            note="the best MTL setting at half the epochs (one validation, at its last epoch)",
+            overrides={"num_epochs": HEADLINE_EPOCHS // 2, "val_interval": HEADLINE_EPOCHS // 2},
+        )
+    )
     rows += _with_seeds(rows, (1, 2))
     # the suite checks every validation lands on an epoch, so the train.json values are named here
-    settings = {"num_epochs": 18, "val_interval": 9}
+    settings = {"num_epochs": HEADLINE_EPOCHS, "val_interval": HEADLINE_EPOCHS // 2}
     return Suite(name="headline", preset="small", settings=settings, rows=tuple(rows), estimate_s=0.0)
 
 
