@@ -538,7 +538,8 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     cost = suite.row("cost.best-half@s2")
     assert cost.needs_best and cost.headline and cost.tasks == ALL_TASKS
     assert dict(cost.baselines) == {t: f"single.{t}@s2" for t in ALL_TASKS}
-    cost_overrides = bundle_overrides(suite, cost, "/tmp/out", best={"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"})
+    equal_best = {"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"}
+    cost_overrides = bundle_overrides(suite, cost, "/tmp/out", best=equal_best)
     assert (cost_overrides["num_epochs"], cost_overrides["val_interval"]) == (train["num_epochs"] // 2,) * 2
     assert "steps_per_epoch" not in cost_overrides
     # the scarcity rows keep the updates per task of the full-label rows
@@ -546,7 +547,7 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert dict(single.label_fraction) == dict(best.label_fraction) == {CENTRAL_TASK: 0.05}
     assert single.tasks == (CENTRAL_TASK,) and best.tasks == ALL_TASKS and best.needs_best
     assert bundle_overrides(suite, single, "/tmp/out")["steps_per_epoch"] == MAIN_JOB_STEPS[CENTRAL_TASK]
-    best_overrides = bundle_overrides(suite, best, "/tmp/out", best={"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"})
+    best_overrides = bundle_overrides(suite, best, "/tmp/out", best=equal_best)
     assert best_overrides["steps_per_epoch"] == sum(MAIN_JOB_STEPS.values())
     assert dict(best.baselines)[CENTRAL_TASK] == "scarcity.single-f0.05@s1"
     for t in ALL_TASKS:

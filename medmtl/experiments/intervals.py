@@ -18,8 +18,8 @@ The point estimate is the mean over seeds of the full-test-set differences; the 
 The case interval holds each seed's trained models fixed: it says how much the difference would
 move on other test cases, not on another training run. Every seed is evaluated on the same test
 cases, so the spread of the per-seed differences measures the training randomness, and with few
-seeds it can be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over three seeds
-has a case interval of [-0.07, -0.04]). So a second, **seed interval** (``seed_lo``,
+seeds it can be far wider than the case interval (a CXR difference of -0.05, -0.14 and +0.03 over
+three seeds has a case interval of [-0.07, -0.04]). So a second, **seed interval** (``seed_lo``,
 ``seed_hi``) is the Student-t interval of the mean of the per-seed differences (t with
 ``seeds - 1`` degrees of freedom; undefined for one seed).
 

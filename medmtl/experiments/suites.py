@@ -642,12 +642,13 @@ def headline_suite() -> Suite:
     )
     # the cost target (one model at most half the CPU of four): the best setting trained for half
     # the epochs costs half of the four single-task rows together; does it still reach their quality?
+    half = HEADLINE_EPOCHS // 2
     rows.append(
         _best_row(
             "cost.best-half",
             headline=True,
             note="the best MTL setting at half the epochs (one validation, at its last epoch)",
-            overrides={"num_epochs": HEADLINE_EPOCHS // 2, "val_interval": HEADLINE_EPOCHS // 2},
+            overrides={"num_epochs": half, "val_interval": half},
         )
     )
     rows += _with_seeds(rows, (1, 2))
