@@ -634,3 +634,12 @@ def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_se
     path = plot_scarcity(points, tmp_path / "scarcity.png", ceiling=0.95)
     assert path is not None and path.read_bytes()[:8] == PNG_MAGIC
     assert plot_scarcity([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+    # a point with one seed shows no spread in the table rather than "± 0.000"
+    from medmtl.experiments.report import _scarcity_lines
+
+    one_seed = scarcity([*records[:4], *[r for r in records[4:] if r["seed"] == 0]], [], "weighting.equal")
+    row = next(line for line in _scarcity_lines(one_seed, "weighting.equal") if line.startswith("| 10%"))
+    assert row.count("— (one seed)") == 2 and "0.600 ± 0.000" not in row
+    row = next(line for line in _scarcity_lines(points, "weighting.equal") if line.startswith("| 10%"))
+    assert "0.620 ± 0.028" in row and "one seed" not in row

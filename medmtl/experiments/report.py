@@ -378,6 +378,11 @@ def scarcity(
     return points
 
 
+def _fmt_seed_spread(side: Mapping[str, Any]) -> str:
+    """Mean ± std of a curve point's seeds; one seed has no spread to show (not a std of 0)."""
+    return _fmt_pm(side["stats"]) if len(side["values"]) > 1 else "— (one seed)"
+
+
 def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -> list[str]:
     key = points[0]["key"]
     lines = [
@@ -403,9 +408,9 @@ def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -
             + " | ".join(
                 [
                     _per_seed(p["single"]["values"]),
-                    _fmt_pm(p["single"]["stats"]),
+                    _fmt_seed_spread(p["single"]),
                     _per_seed(p["multi"]["values"]),
-                    _fmt_pm(p["multi"]["stats"]),
+                    _fmt_seed_spread(p["multi"]),
                     diff,
                     _fmt_interval(_seed_ci(c)) if c else "—",
                     c["verdict"] if c else "—",
