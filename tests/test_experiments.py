@@ -47,6 +47,35 @@ def _fake_metrics(tasks, value: float) -> dict:
     return out
 
 
+def _fake_executor(calls: list[tuple[str, bool]], broken: set[str]):
+    """A row executor that trains nothing: it records ``(row, resume)``, leaves a checkpoint,
+    burns a little CPU, raises for the rows in ``broken`` and writes metrics (pcgrad scores best)."""
+
+    def fake(config_file, overrides, log_file):
+        root = Path(overrides["bundle_root"])
+        calls.append((root.name, overrides["resume"]))
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        (root / "models" / "checkpoint_epoch=1.pt").write_bytes(b"")
+        if root.name in broken:
+            raise RuntimeError("boom")
+        deadline = time.process_time() + 0.02  # CPU the manifest must account for
+        while time.process_time() < deadline:
+            pass
+        value = 0.6 if len(overrides["tasks"].split(",")) > 1 else 0.5
+        if overrides["weighting"] == "pcgrad":
+            value = 0.8
+        tasks = overrides["tasks"].split(",")
+        (root / "eval").mkdir(exist_ok=True)
+        (root / "eval" / "metrics.json").write_text(
+            json.dumps(
+                {"epoch": 1, "score": value, "tasks": _fake_metrics(tasks, value)}
+            )
+        )
+        return {"total": 10, "trainable": 10}
+
+    return fake
+
+
 def test_full_suite_covers_the_plan():
     suite = get_suite("full")
     names = {r.name for r in suite.rows}
@@ -195,28 +224,7 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
     (data / "datalist.json").write_text("{}")  # the fake executor never reads it
     calls: list[tuple[str, bool]] = []
     broken = {"transfer.pretrain"}
-
-    def fake(config_file, overrides, log_file):
-        root = Path(overrides["bundle_root"])
-        calls.append((root.name, overrides["resume"]))
-        (root / "models").mkdir(parents=True, exist_ok=True)
-        (root / "models" / "checkpoint_epoch=1.pt").write_bytes(b"")
-        if root.name in broken:
-            raise RuntimeError("boom")
-        deadline = time.process_time() + 0.02  # CPU the manifest must account for
-        while time.process_time() < deadline:
-            pass
-        value = 0.6 if len(overrides["tasks"].split(",")) > 1 else 0.5
-        if overrides["weighting"] == "pcgrad":
-            value = 0.8
-        tasks = overrides["tasks"].split(",")
-        (root / "eval").mkdir(exist_ok=True)
-        (root / "eval" / "metrics.json").write_text(
-            json.dumps(
-                {"epoch": 1, "score": value, "tasks": _fake_metrics(tasks, value)}
-            )
-        )
-        return {"total": 10, "trainable": 10}
+    fake = _fake_executor(calls, broken)
 
     out = tmp_path / "out"
     manifest = run_suite(suite, out, dataset_dir=data, execute=fake)
@@ -252,6 +260,37 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
     assert Manifest(out / "runs.json").rows == manifest.rows
     with pytest.raises(ConfigError, match="another --out"):
         run_suite(get_suite("full"), out, dataset_dir=data, execute=fake)
+
+
+def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):
+    """``best=`` fixes the best weighting to a candidate's settings: a row that uses it runs with
+    only its own dependencies, a second choice for the folder and a non-candidate are refused."""
+    suite = get_suite("smoke")
+    data = tmp_path / "data_src"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")
+    calls: list[tuple[str, bool]] = []
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="not a candidate row.*table2.ITW2"):
+        run_suite(suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="sharing.soft")
+    assert calls == []
+    manifest = run_suite(
+        suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="table2.ITW2"
+    )
+    # the four single-task rows it depends on, then the row; no weighting.* / table2.* candidate
+    assert [name for name, _ in calls] == [r.name for r in suite.rows if r.group == "single"] + ["sharing.soft"]
+    assert manifest.best["row"] == "table2.ITW2" and manifest.best["criterion"] == "pinned"
+    overrides = json.loads((row_dir(out, "sharing.soft") / "row.json").read_text())["overrides"]
+    assert overrides["weighting"] == "itw" and overrides["sampling"] == suite.row("table2.ITW2").sampling
+    with pytest.raises(ConfigError, match="already 'table2.ITW2'.*fixed once chosen"):
+        run_suite(suite, out, dataset_dir=data, execute=_fake_executor(calls, set()), best="weighting.pcgrad")
+    # the pinned choice persists: a later run without --best uses it and still skips the candidates
+    calls.clear()
+    manifest = run_suite(suite, out, only=["scarcity.best-f0.3"], dataset_dir=data, execute=_fake_executor(calls, set()))
+    assert [name for name, _ in calls] == ["scarcity.single-f0.3", "scarcity.best-f0.3"]
+    assert manifest.rows["scarcity.best-f0.3"]["weighting"] == "itw"
+    report = write_report(suite, out)
+    assert report["rows"] == 7
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Examples:
     python -m medmtl.experiments --suite full --out runs/full            # resumes when rerun
     python -m medmtl.experiments --suite full --out runs/full --only transfer.freeze-encoder
     python -m medmtl.experiments --suite full --out runs/full --report-only
+    python -m medmtl.experiments --suite headline --out runs/s2 --best table2.static-1 --only scarcity.best-f0.1@s2
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rows run side by side, each in its own process (with --threads 1 on a 2-core machine: --jobs 2)",
     )
     parser.add_argument(
+        "--best",
+        metavar="ROW",
+        default=None,
+        help="pin the best weighting to this seed-0 candidate row (e.g. table2.static-1, the winner an "
+        "earlier report named) instead of ranking the candidates: rows that use it then run without "
+        "them; fixed for --out once chosen",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="only write the report of the finished rows",
@@ -91,15 +100,18 @@ def _list(suite_name: str, out: Path | None, only: list[str]) -> None:
     print(
         f"suite {suite.name}: preset {suite.preset!r}, {len(suite.rows)} rows, settings {json.dumps(dict(suite.settings))}"
     )
-    for row in suite.select(only):
+    chosen = manifest.best if manifest is not None else None
+    for row in suite.select(only, best_chosen=chosen is not None):
         status = (
             manifest.rows.get(row.name, {}).get("status", "pending") if manifest else ""
         )
-        weighting = (
-            "best (highest seed-0 Delta_m of weighting.*/table2.*)"
-            if row.needs_best
-            else row.weighting
-        )
+        weighting = row.weighting
+        if row.needs_best:
+            weighting = (
+                f"best (= {chosen['row']}, {chosen['criterion']})"
+                if chosen
+                else "best (highest seed-0 Delta_m of weighting.*/table2.*)"
+            )
         deps = f" after {','.join(row.depends_on)}" if row.depends_on else ""
         print(
             f"  {row.name:34s} {status:8s} tasks={','.join(row.tasks)} weighting={weighting} sampling={row.sampling} "
@@ -133,9 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dataset_dir=args.dataset_dir,
                 jobs=args.jobs,
                 threads=args.threads,
+                best=args.best,
             )
             failed = [
-                n for n in (r.name for r in suite.select(only)) if not manifest.done(n)
+                n
+                for n in (r.name for r in suite.select(only, best_chosen=manifest.best is not None))
+                if not manifest.done(n)
             ]
         if not args.no_report:
             report = write_report(suite, args.out)

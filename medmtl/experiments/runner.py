@@ -60,6 +60,7 @@ __all__ = [
     "Manifest",
     "bundle_overrides",
     "default_config_file",
+    "pin_best",
     "resolve_best",
     "row_dir",
     "run_suite",
@@ -183,6 +184,43 @@ def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str,
     }
     manifest.save()
     logger.info("best weighting: %s (%s %.4g)", name, criterion, finite[name])
+    return manifest.best
+
+
+def pin_best(suite: Suite, manifest: Manifest, name: str) -> dict[str, Any]:
+    """Fix the best weighting to candidate row ``name`` without running or ranking the candidates.
+
+    For rows that use :data:`~medmtl.experiments.suites.BEST` in a new folder, with the winner
+    known from an earlier run (its report names it): the candidates take hours, the rows that use
+    the winner need only its settings. The choice is recorded (``criterion: "pinned"``) and, as a
+    ranked choice, fixed for the folder.
+
+    Raises:
+        ConfigError: ``name`` is not a candidate row, or the folder's best weighting is another row.
+    """
+    candidates = {r.name: r for r in best_candidates(suite.rows)}
+    if name not in candidates:
+        raise ConfigError(
+            f"--best {name!r}: not a candidate row of suite {suite.name!r}; choose one of {sorted(candidates)}"
+        )
+    if manifest.best is not None:
+        if manifest.best["row"] != name:
+            raise ConfigError(
+                f"{manifest.path}: the best weighting of this folder is already {manifest.best['row']!r} "
+                f"({manifest.best['criterion']}); it is fixed once chosen, use another --out for {name!r}"
+            )
+        return manifest.best
+    row = candidates[name]
+    manifest.best = {
+        "row": name,
+        "criterion": "pinned",
+        "value": None,
+        "weighting": row.weighting,
+        "weighting_params": dict(row.weighting_params),
+        "sampling": row.sampling,
+    }
+    manifest.save()
+    logger.info("best weighting pinned to %s", name)
     return manifest.best
 
 
@@ -401,6 +439,7 @@ def run_suite(
     execute: Callable[[Path, Mapping[str, Any], Path], dict[str, int]] | None = None,
     jobs: int = 1,
     threads: int | None = None,
+    best: str | None = None,
 ) -> Manifest:
     """Run the suite's rows (or ``only`` those and their dependencies) that have not finished.
 
@@ -417,13 +456,15 @@ def run_suite(
         jobs: rows run at the same time, each in its own process (``spawn``); a row starts once
             the rows it depends on are done. The manifest is written by this process only.
         threads: torch intra-op threads of each worker process (``jobs > 1``).
+        best: pin the best weighting to this candidate row (:func:`pin_best`) instead of ranking
+            the finished candidates; the rows that use it then run without them.
 
     Returns:
         The manifest after the run.
 
     Raises:
-        ConfigError: unknown rows, a missing config file, ``out`` holding another suite, or
-            ``jobs > 1`` with a custom ``execute``.
+        ConfigError: unknown rows, a missing config file, ``out`` holding another suite,
+            ``jobs > 1`` with a custom ``execute``, or a ``best`` :func:`pin_best` refuses.
     """
     out = Path(out)
     config_file = Path(config_file) if config_file else default_config_file()
@@ -435,16 +476,18 @@ def run_suite(
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and execute is not None:
         raise ConfigError("a custom execute runs in this process: use jobs=1")
-    rows = suite.select(only)
     out.mkdir(parents=True, exist_ok=True)
     _check_suite_dir(out, suite)
+    manifest = Manifest(out / "runs.json")
+    if best is not None:
+        pin_best(suite, manifest, best)
+    rows = suite.select(only, best_chosen=manifest.best is not None)
     if dataset_dir is not None:
         link = out / "data"
         if not link.exists():
             link.symlink_to(Path(dataset_dir).resolve(), target_is_directory=True)
     # generated here rather than by the first row's workflow, so no row's time includes it
     ensure_dataset(out / "data", suite.preset, seed=0)
-    manifest = Manifest(out / "runs.json")
     index = {row.name: i for i, row in enumerate(rows, 1)}
 
     def start(row: Row) -> tuple[Path, dict[str, Any], bool] | None:
@@ -452,7 +495,8 @@ def run_suite(
         blocked = [d for d in row.depends_on if not manifest.done(d)]
         best = None
         if row.needs_best:
-            blocked += [r.name for r in best_candidates(suite.rows) if not manifest.done(r.name)]
+            if manifest.best is None:
+                blocked += [r.name for r in best_candidates(suite.rows) if not manifest.done(r.name)]
             if not blocked:
                 try:
                     best = resolve_best(suite, out, manifest)
@@ -530,7 +574,11 @@ def run_suite(
                 r
                 for r in pending
                 if not (set(r.depends_on) & waiting)
-                and not (r.needs_best and any(c.name in waiting for c in best_candidates(suite.rows)))
+                and not (
+                    r.needs_best
+                    and manifest.best is None
+                    and any(c.name in waiting for c in best_candidates(suite.rows))
+                )
             ]
             for row in ready[: jobs - len(running)]:
                 pending.remove(row)

@@ -256,10 +256,11 @@ class Suite:
             f"suite {self.name!r} has no row {name!r}; rows: {[r.name for r in self.rows]}"
         )
 
-    def select(self, names: Sequence[str] | None) -> list[Row]:
+    def select(self, names: Sequence[str] | None, best_chosen: bool = False) -> list[Row]:
         """The rows called ``names`` plus, transitively, the rows they depend on, in suite order.
 
-        A row using :data:`BEST` also pulls in the seed-0 candidate rows it is chosen from.
+        A row using :data:`BEST` also pulls in the seed-0 candidate rows it is chosen from, unless
+        ``best_chosen`` (the output folder's best weighting is already fixed, e.g. ``--best``).
         """
         if not names:
             return list(self.rows)
@@ -272,7 +273,7 @@ class Suite:
             wanted.add(name)
             row = self.row(name)
             stack.extend(row.depends_on)
-            if row.needs_best:
+            if row.needs_best and not best_chosen:
                 stack.extend(r.name for r in best_candidates(self.rows))
         return [r for r in self.rows if r.name in wanted]
 
