@@ -291,6 +291,9 @@ def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):
     assert manifest.rows["scarcity.best-f0.3"]["weighting"] == "itw"
     report = write_report(suite, out)
     assert report["rows"] == 7
+    # every row has one seed: the tables say so instead of a spread of 0
+    md = Path(report["tables"]["md"]).read_text()
+    assert "0.500 (one seed)" in md and "± 0.000" not in md
 
 
 @pytest.mark.slow
@@ -679,6 +682,6 @@ def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_se
 
     one_seed = scarcity([*records[:4], *[r for r in records[4:] if r["seed"] == 0]], [], "weighting.equal")
     row = next(line for line in _scarcity_lines(one_seed, "weighting.equal") if line.startswith("| 10%"))
-    assert row.count("— (one seed)") == 2 and "0.600 ± 0.000" not in row
+    assert row.count("(one seed)") == 2 and "0.600 (one seed)" in row and "± 0.000" not in row
     row = next(line for line in _scarcity_lines(points, "weighting.equal") if line.startswith("| 10%"))
     assert "0.620 ± 0.028" in row and "one seed" not in row

@@ -100,12 +100,12 @@ def collect(suite: Suite, out: str | Path) -> list[dict[str, Any]]:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std of the finite values; a single value has no spread, so its std is NaN
+    (printed ``(one seed)`` by :func:`_fmt_pm`), not 0, which would read as seeds that agree."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
-    return statistics.fmean(finite), statistics.stdev(finite) if len(
-        finite
-    ) > 1 else 0.0
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else float("nan")
 
 
 def headline(
@@ -183,7 +183,9 @@ def _fmt_pm(stats: tuple[float, float] | None, digits: int = 3) -> str:
     if stats is None:
         return "—"
     mean, std = stats
-    return "nan" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if math.isnan(mean):
+        return "nan"
+    return f"{mean:.{digits}f} (one seed)" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _fmt_interval(interval: tuple[float, float] | None, digits: int = 3) -> str:
@@ -378,11 +380,6 @@ def scarcity(
     return points
 
 
-def _fmt_seed_spread(side: Mapping[str, Any]) -> str:
-    """Mean ± std of a curve point's seeds; one seed has no spread to show (not a std of 0)."""
-    return _fmt_pm(side["stats"]) if len(side["values"]) > 1 else "— (one seed)"
-
-
 def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -> list[str]:
     key = points[0]["key"]
     lines = [
@@ -408,9 +405,9 @@ def _scarcity_lines(points: Sequence[Mapping[str, Any]], best_row: str | None) -
             + " | ".join(
                 [
                     _per_seed(p["single"]["values"]),
-                    _fmt_seed_spread(p["single"]),
+                    _fmt_pm(p["single"]["stats"]),
                     _per_seed(p["multi"]["values"]),
-                    _fmt_seed_spread(p["multi"]),
+                    _fmt_pm(p["multi"]["stats"]),
                     diff,
                     _fmt_interval(_seed_ci(c)) if c else "—",
                     c["verdict"] if c else "—",
