@@ -672,6 +672,8 @@ def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_se
     assert (full["single"]["setting"], full["multi"]["setting"]) == (f"single.{CENTRAL_TASK}", "best")
     assert full["multi"]["values"] == [0.82, 0.86] and full["comparison"] is None
     assert scarcity(records[:4], [], "weighting.equal") == []  # no scarcity rows, no curve
+    # only scarcity rows (a folder run with --best): no empty 100 % point
+    assert [p["fraction"] for p in scarcity(records[4:], [], None)] == [0.1]
 
     path = plot_scarcity(points, tmp_path / "scarcity.png", ceiling=0.95)
     assert path is not None and path.read_bytes()[:8] == PNG_MAGIC

@@ -355,7 +355,9 @@ def scarcity(
     single-task setting (``scarcity.single-f<f>``; at 100 % ``single.<central>``) and the best
     multi-task setting (``scarcity.best-f<f>``; at 100 % ``best``, see
     :func:`~medmtl.experiments.compare.rows_by_setting`), and their paired comparison (multi -
-    single) from ``comparisons`` when both have test cases. Empty without scarcity rows.
+    single) from ``comparisons`` when both have test cases. Empty without scarcity rows; a
+    fraction neither setting has a row for (the 100 % rows of a folder that ran only scarcity rows)
+    is left out.
     """
     fractions = sorted(
         {float(r["label_fraction"][CENTRAL_TASK]) for r in records if CENTRAL_TASK in r["label_fraction"]}
@@ -376,7 +378,8 @@ def scarcity(
             values = [metrics[n][CENTRAL_TASK][key] for n in rows.values()]
             point[side] = {"setting": setting, "seeds": list(rows), "values": values, "stats": _mean_std(values)}
         point["comparison"] = paired.get((multi, single))
-        points.append(point)
+        if point["single"]["values"] or point["multi"]["values"]:  # e.g. no 100 % rows in a part-run folder
+            points.append(point)
     return points
 
 
