@@ -274,6 +274,9 @@ def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):
     with pytest.raises(ConfigError, match="not a candidate row.*table2.ITW2"):
         run_suite(suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="sharing.soft")
     assert calls == []
+    with pytest.raises(ConfigError, match="no-such-row"):
+        run_suite(suite, tmp_path / "new", only=["no-such-row"], execute=_fake_executor(calls, set()), best="table2.ITW2")
+    assert not (tmp_path / "new").exists()  # an unknown row fails before anything is written
     manifest = run_suite(
         suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="table2.ITW2"
     )

@@ -476,12 +476,14 @@ def run_suite(
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and execute is not None:
         raise ConfigError("a custom execute runs in this process: use jobs=1")
+    manifest = Manifest(out / "runs.json")
+    # unknown rows fail before anything is written; with the best weighting chosen (now or by an
+    # earlier run in this folder) its candidates are not pulled in
+    rows = suite.select(only, best_chosen=best is not None or manifest.best is not None)
     out.mkdir(parents=True, exist_ok=True)
     _check_suite_dir(out, suite)
-    manifest = Manifest(out / "runs.json")
     if best is not None:
         pin_best(suite, manifest, best)
-    rows = suite.select(only, best_chosen=manifest.best is not None)
     if dataset_dir is not None:
         link = out / "data"
         if not link.exists():
