@@ -270,15 +270,16 @@ def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):
     data.mkdir()
     (data / "datalist.json").write_text("{}")
     calls: list[tuple[str, bool]] = []
+    fake = _fake_executor(calls, set())
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="not a candidate row.*table2.ITW2"):
-        run_suite(suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="sharing.soft")
+        run_suite(suite, out, only=["sharing.soft"], dataset_dir=data, execute=fake, best="sharing.soft")
     assert calls == []
     with pytest.raises(ConfigError, match="no-such-row"):
-        run_suite(suite, tmp_path / "new", only=["no-such-row"], execute=_fake_executor(calls, set()), best="table2.ITW2")
+        run_suite(suite, tmp_path / "new", only=["no-such-row"], execute=fake, best="table2.ITW2")
     assert not (tmp_path / "new").exists()  # an unknown row fails before anything is written
     manifest = run_suite(
-        suite, out, only=["sharing.soft"], dataset_dir=data, execute=_fake_executor(calls, set()), best="table2.ITW2"
+        suite, out, only=["sharing.soft"], dataset_dir=data, execute=fake, best="table2.ITW2"
     )
     # the four single-task rows it depends on, then the row; no weighting.* / table2.* candidate
     assert [name for name, _ in calls] == [r.name for r in suite.rows if r.group == "single"] + ["sharing.soft"]
@@ -286,10 +287,10 @@ def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):
     overrides = json.loads((row_dir(out, "sharing.soft") / "row.json").read_text())["overrides"]
     assert overrides["weighting"] == "itw" and overrides["sampling"] == suite.row("table2.ITW2").sampling
     with pytest.raises(ConfigError, match="already 'table2.ITW2'.*fixed once chosen"):
-        run_suite(suite, out, dataset_dir=data, execute=_fake_executor(calls, set()), best="weighting.pcgrad")
+        run_suite(suite, out, dataset_dir=data, execute=fake, best="weighting.pcgrad")
     # the pinned choice persists: a later run without --best uses it and still skips the candidates
     calls.clear()
-    manifest = run_suite(suite, out, only=["scarcity.best-f0.3"], dataset_dir=data, execute=_fake_executor(calls, set()))
+    manifest = run_suite(suite, out, only=["scarcity.best-f0.3"], dataset_dir=data, execute=fake)
     assert [name for name, _ in calls] == ["scarcity.single-f0.3", "scarcity.best-f0.3"]
     assert manifest.rows["scarcity.best-f0.3"]["weighting"] == "itw"
     report = write_report(suite, out)

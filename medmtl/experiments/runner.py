@@ -173,17 +173,21 @@ def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str,
             f"no candidate row for the best weighting has a finite score: {[r.name for r in candidates]}"
         )
     name = max(finite, key=finite.__getitem__)
-    row = suite.row(name)
+    logger.info("best weighting: %s (%s %.4g)", name, criterion, finite[name])
+    return _record_best(manifest, suite.row(name), criterion, finite[name])
+
+
+def _record_best(manifest: Manifest, row: Row, criterion: str, value: float | None) -> dict[str, Any]:
+    """Write candidate ``row``'s weighting into the manifest as the folder's best, and return it."""
     manifest.best = {
-        "row": name,
+        "row": row.name,
         "criterion": criterion,
-        "value": finite[name],
+        "value": value,
         "weighting": row.weighting,
         "weighting_params": dict(row.weighting_params),
         "sampling": row.sampling,
     }
     manifest.save()
-    logger.info("best weighting: %s (%s %.4g)", name, criterion, finite[name])
     return manifest.best
 
 
@@ -210,18 +214,8 @@ def pin_best(suite: Suite, manifest: Manifest, name: str) -> dict[str, Any]:
                 f"({manifest.best['criterion']}); it is fixed once chosen, use another --out for {name!r}"
             )
         return manifest.best
-    row = candidates[name]
-    manifest.best = {
-        "row": name,
-        "criterion": "pinned",
-        "value": None,
-        "weighting": row.weighting,
-        "weighting_params": dict(row.weighting_params),
-        "sampling": row.sampling,
-    }
-    manifest.save()
     logger.info("best weighting pinned to %s", name)
-    return manifest.best
+    return _record_best(manifest, candidates[name], "pinned", None)
 
 
 def bundle_overrides(
