@@ -108,11 +108,16 @@ def test_full_suite_covers_the_plan():
         "scarcity.best-f0.25",
         "scarcity.best-f0.5",
     } <= names
-    # three seeds of every setting (the best setting's seed 0 is its winning candidate row)
+    # three seeds of every setting; the best setting is the winning candidate's own rows
     settings = {r.setting for r in suite.rows}
     for setting in settings:
-        assert {f"{setting}@s1", f"{setting}@s2"} <= names, setting
-        assert setting == "best" or setting in names
+        assert {setting, f"{setting}@s1", f"{setting}@s2"} <= names, setting
+    assert "best" not in settings
+    # the main job's recipe: the headline suite's rows are the same runs as the full suite's
+    headline = get_suite("headline")
+    assert (suite.preset, dict(suite.settings)) == (headline.preset, dict(headline.settings))
+    for row in headline.rows:
+        assert suite.row(row.name) == row
     for row in suite.rows:
         if row.weighting in GRADIENT_STRATEGIES:
             assert row.sampling == "all", row.name
@@ -131,7 +136,8 @@ def test_full_suite_covers_the_plan():
     itw = suite.row("table2.ITW1")
     assert (
         itw.weighting == "itw"
-        and itw.weighting_params["switch_at"] == suite.settings["num_epochs"] // 2
+        and itw.weighting_params["switch_at"] == 12
+        and itw.weighting_params["pflp_period"] == 1
     )
     transfer = suite.row("transfer.freeze-stages2")
     assert transfer.tasks == (CENTRAL_TASK,) and transfer.freeze == "stages:2"
@@ -579,7 +585,25 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert sorted(r.name for r in suite.rows) == sorted(
         [f"single.{t}{s}" for t in ALL_TASKS for s in seeds]
         + [f"{m}{s}" for m in (*multi, *scarce, "cost.best-half") for s in seeds]
+        + [f"{m}{s}" for m in ("sharing.soft", "sharing.mixed") for s in seeds]
+        + [f"transfer.{m}{s}" for m in ("pretrain", "freeze-none", "freeze-encoder") for s in seeds]
     )
+    # sharing modes: the best weighting on another trunk, at the main job's steps
+    mixed = suite.row("sharing.mixed@s1")
+    assert mixed.needs_best and mixed.sharing == "mixed" and mixed.tasks == ALL_TASKS
+    mixed_overrides = bundle_overrides(suite, mixed, "/tmp/out", best={"weighting": "equal", "weighting_params": {}, "sampling": "round_robin"})
+    assert mixed_overrides["sharing"] == "mixed" and "steps_per_epoch" not in mixed_overrides
+    # transfer: pre-training takes the auxiliary tasks' updates of the multi-task row, fine-tuning the nodules'
+    pretrain, frozen = suite.row("transfer.pretrain@s2"), suite.row("transfer.freeze-encoder@s2")
+    assert CENTRAL_TASK not in pretrain.tasks and len(pretrain.tasks) == len(ALL_TASKS) - 1
+    assert bundle_overrides(suite, pretrain, "/tmp/out")["steps_per_epoch"] == sum(
+        n for t, n in MAIN_JOB_STEPS.items() if t != CENTRAL_TASK
+    )
+    assert frozen.tasks == (CENTRAL_TASK,) and frozen.freeze == "encoder"
+    assert frozen.pretrained_from == "transfer.pretrain@s2" and "transfer.pretrain@s2" in frozen.depends_on
+    frozen_overrides = bundle_overrides(suite, frozen, "/tmp/out")
+    assert frozen_overrides["steps_per_epoch"] == MAIN_JOB_STEPS[CENTRAL_TASK]
+    assert frozen_overrides["pretrained"].endswith("transfer.pretrain@s2/models/model.pt")
     # the cost row: the best setting at half the main job's epochs, against the four single-task rows
     cost = suite.row("cost.best-half@s2")
     assert cost.needs_best and cost.headline and cost.tasks == ALL_TASKS
@@ -610,6 +634,19 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert overrides["seed"] == 1 and "batch_size" not in overrides and "pipeline_options" not in overrides
 
 
+def test_list_names_the_suites_rows_and_its_extrapolated_time(capsys) -> None:
+    from medmtl.experiments.__main__ import main
+
+    assert main(["--suite", "full", "--list", "--only", "transfer.freeze-encoder@s1"]) == 0
+    out = capsys.readouterr().out
+    suite = get_suite("full")
+    assert f"117 rows, about {suite.estimate_s / 3600:.1f} h on 2 cores (extrapolated)" in out
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    # the row and what it needs: its pre-training and the single-task rows of its seed
+    assert listed == [r.name for r in suite.select(["transfer.freeze-encoder@s1"])]
+    assert {"transfer.pretrain@s1", f"single.{CENTRAL_TASK}@s1"} <= set(listed)
+
+
 def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     from collections import Counter
 
@@ -631,6 +668,20 @@ def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     )
     steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
     assert {t: n / 2 for t, n in steps.items()} == MAIN_JOB_STEPS
+    # the transfer pre-training row (the three auxiliary tasks at the headline suite's
+    # steps_per_epoch) gives each of them the steps it gets in the multi-task row
+    aux = [t for t in sizes if t != "nodule_malignancy"]
+    pretrain = get_suite("headline").row("transfer.pretrain")
+    sampler = MultiTaskBatchSampler(
+        {t: sizes[t] for t in aux},
+        batch_size={t: train["batch_size"][t] for t in aux},
+        mode="round_robin",
+        shares={t: train["task_shares"][t] for t in aux},
+        seed=0,
+        steps_per_epoch=pretrain.overrides["steps_per_epoch"],
+    )
+    steps = Counter(refs[0].task for epoch in range(2) for refs in sampler)
+    assert {t: n / 2 for t, n in steps.items()} == {t: MAIN_JOB_STEPS[t] for t in aux}
 
 
 def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_seeds(tmp_path: Path) -> None:
@@ -660,11 +711,9 @@ def test_scarcity_curve_pairs_each_fraction_and_takes_the_best_settings_other_se
         record("scarcity.best-f0.1", 0, 0.70, 0.1),
         record("scarcity.best-f0.1", 1, 0.74, 0.1),
     ]
-    # best@s1 is missing: the winning setting's own seed-1 row stands in for it
+    # the best setting is the winning setting's own row of every seed
     by_setting, _ = rows_by_setting(records, "weighting.equal")
     assert by_setting["best"] == {0: "weighting.equal", 1: "weighting.equal@s1"}
-    with_best_row = rows_by_setting([*records, record("best", 1, 0.9)], "weighting.equal")[0]
-    assert with_best_row["best"] == {0: "weighting.equal", 1: "best@s1"}  # a best@s1 row wins
 
     comparison = {"setting": "scarcity.best-f0.1", "reference": "scarcity.single-f0.1", "task": CENTRAL_TASK,
                   "diff": 0.10, "lo": 0.02, "hi": 0.18, "verdict": "better"}

@@ -1,9 +1,9 @@
-"""``python -m medmtl.experiments --suite smoke|baselines|full --out DIR``: run a suite, then write its report.
+"""``python -m medmtl.experiments --suite smoke|baselines|headline|full --out DIR``: run a suite, then write its report.
 
 Examples:
     python -m medmtl.experiments --suite baselines --out runs/baselines --jobs 2 --threads 1
     python -m medmtl.experiments --suite full --list
-    python -m medmtl.experiments --suite full --out runs/full            # resumes when rerun
+    python -m medmtl.experiments --suite full --out runs/full --jobs 2 --threads 1   # resumes when rerun
     python -m medmtl.experiments --suite full --out runs/full --only transfer.freeze-encoder
     python -m medmtl.experiments --suite full --out runs/full --report-only
     python -m medmtl.experiments --suite headline --out runs/s2 --best table2.static-1 --only scarcity.best-f0.1@s2
@@ -97,8 +97,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _list(suite_name: str, out: Path | None, only: list[str]) -> None:
     suite = get_suite(suite_name)
     manifest = Manifest(out / "runs.json") if out is not None else None
+    # the estimate is an extrapolation from timed rows (Suite.estimate_s), printed as one
+    estimate = f", about {suite.estimate_s / 3600:.1f} h on 2 cores (extrapolated)" if suite.estimate_s else ""
     print(
-        f"suite {suite.name}: preset {suite.preset!r}, {len(suite.rows)} rows, settings {json.dumps(dict(suite.settings))}"
+        f"suite {suite.name}: preset {suite.preset!r}, {len(suite.rows)} rows{estimate}, "
+        f"settings {json.dumps(dict(suite.settings))}"
     )
     chosen = manifest.best if manifest is not None else None
     for row in suite.select(only, best_chosen=chosen is not None):

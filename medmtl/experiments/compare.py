@@ -75,9 +75,8 @@ def rows_by_setting(
 ) -> tuple[dict[str, dict[int, str]], dict[str, tuple[str, ...]]]:
     """``{setting: {seed: row name}}`` and ``{setting: tasks}`` of the finished rows.
 
-    The ``best`` setting is ``best_row`` at seed 0 and the ``best@s<k>`` rows; a seed without one
-    is the winning setting's own row of that seed (the ``headline`` suite runs every candidate over
-    every seed, so it has no extra ``best`` rows).
+    The ``best`` setting is the winning setting's own rows (``best_row`` at seed 0): the suites
+    run every candidate with every seed.
     """
     by_setting: dict[str, dict[int, str]] = {}
     tasks_of: dict[str, tuple[str, ...]] = {}
@@ -87,11 +86,8 @@ def rows_by_setting(
         tasks_of[r["setting"]] = tuple(r["tasks"])
         setting_of[r["name"]] = r["setting"]
     if best_row in setting_of:
-        best = by_setting.setdefault("best", {})
-        best[0] = best_row
+        by_setting["best"] = dict(by_setting[setting_of[best_row]])
         tasks_of["best"] = tasks_of[setting_of[best_row]]
-        for seed, row in by_setting[setting_of[best_row]].items():
-            best.setdefault(seed, row)
     return by_setting, tasks_of
 
 

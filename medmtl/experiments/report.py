@@ -113,12 +113,12 @@ def headline(
 ) -> list[dict[str, Any]]:
     """Mean ± std over seeds of every headline setting.
 
-    The ``best`` setting holds the seeds its comparisons use (:func:`rows_by_setting`):
-    ``best_row`` at seed 0, then a ``best@s<k>`` row or the winning setting's own row per seed.
+    The ``best`` setting holds the seeds its comparisons use (:func:`rows_by_setting`): the
+    winning setting's own rows.
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
-        if r["headline"] and r["setting"] != "best":
+        if r["headline"]:
             groups.setdefault(r["setting"], []).append(r)
     best_rows = rows_by_setting(records, best_row)[0].get("best") if best_row else None
     if best_rows:

@@ -352,7 +352,25 @@ def _best_row(name: str, **kwargs: Any) -> Row:
     return Row(name=name, group=name.split(".", 1)[0], weighting=BEST, **kwargs)
 
 
-def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
+def _sharing_rows(modes: Sequence[str]) -> list[Row]:
+    """The best weighting with another parameter-sharing trunk (hard sharing is the best row itself)."""
+    return [
+        _best_row(f"sharing.{mode}", sharing=mode, note=f"{mode} sharing with the best weighting")
+        for mode in modes
+    ]
+
+
+def _transfer_rows(
+    freezes: Sequence[str],
+    pretrain_overrides: Mapping[str, Any] | None = None,
+    finetune_overrides: Mapping[str, Any] | None = None,
+) -> list[Row]:
+    """Pre-training on the auxiliary tasks, then fine-tuning on the central task per freeze policy.
+
+    ``pretrain_overrides`` / ``finetune_overrides`` are the rows' own bundle overrides (the
+    headline suite fixes their ``steps_per_epoch`` to the updates each task gets in the
+    multi-task row).
+    """
     aux = tuple(t for t in ALL_TASKS if t != CENTRAL_TASK)
     rows = [
         Row(
@@ -361,6 +379,7 @@ def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
             tasks=aux,
             baselines=_baselines(aux),
             note="pre-train the encoder on the auxiliary tasks",
+            overrides=pretrain_overrides or {},
         )
     ]
     for policy in freezes:
@@ -374,6 +393,7 @@ def _transfer_rows(freezes: Sequence[str]) -> list[Row]:
                 pretrained_scope="encoder",
                 baselines=_baselines((CENTRAL_TASK,)),
                 note=f"fine-tune on {CENTRAL_TASK} from the pre-trained encoder, freeze={policy}",
+                overrides=finetune_overrides or {},
             )
         )
     return rows
@@ -432,8 +452,18 @@ def _build(
     seeds: Sequence[int],
     schedule: Mapping[str, Any],
     estimate_s: float,
+    steps: Mapping[str, int] | None = None,
+    cost: bool = False,
 ) -> Suite:
-    rows: list[Row] = [_single_row(t) for t in ALL_TASKS]
+    """The rows of the experiment plan, each group from its arguments, over ``seeds``.
+
+    ``steps`` (``{task: steps an epoch}``, :data:`MAIN_JOB_STEPS`) gives every row that trains a
+    subset of the tasks the updates per task of the multi-task rows (single-task, label-scarcity
+    and transfer rows); without it an epoch is one pass over each row's data. ``cost`` adds
+    ``cost.best-half``, the best setting at half the epochs.
+    """
+    task_steps = (lambda tasks: {"steps_per_epoch": sum(steps[t] for t in tasks)}) if steps else (lambda tasks: {})
+    rows: list[Row] = [_single_row(t, overrides=task_steps((t,))) for t in ALL_TASKS]
     for strategy in weightings:
         rows.append(
             _weighting_row(
@@ -450,19 +480,26 @@ def _build(
     ]
     rows += [_static_row(w) for w in static_aux]
     rows += [_table2_row(v, schedule) for v in table2]
-    rows += [
-        _best_row(
-            f"sharing.{mode}",
-            sharing=mode,
-            note=f"{mode} sharing with the best weighting",
+    rows += _sharing_rows(sharings)
+    aux = tuple(t for t in ALL_TASKS if t != CENTRAL_TASK)
+    rows += _transfer_rows(freezes, task_steps(aux), task_steps((CENTRAL_TASK,)))
+    rows += _scarcity_rows(fractions, task_steps((CENTRAL_TASK,)), task_steps(ALL_TASKS))
+    if cost:
+        # the cost target (one model at most half the CPU of four): the best setting trained for
+        # half the epochs costs half of the four single-task rows together; does it still reach
+        # their quality?
+        half = int(settings["num_epochs"]) // 2
+        rows.append(
+            _best_row(
+                "cost.best-half",
+                headline=True,
+                note="the best MTL setting at half the epochs (one validation, at its last epoch)",
+                overrides={"num_epochs": half, "val_interval": half},
+            )
         )
-        for mode in sharings
-    ]
-    rows += _transfer_rows(freezes)
-    rows += _scarcity_rows(fractions)
-    # seed 0 of the best setting is the winning candidate row itself; only other seeds are new runs
-    best = _best_row("best", headline=True, note="the best weighting with another seed")
-    rows += _with_seeds([*rows, best], seeds)
+    # every row, the candidates of the best weighting included, runs with every seed: the best
+    # setting of seed k is the winning candidate's own seed-k row
+    rows += _with_seeds(rows, seeds)
     return Suite(
         name=name,
         preset=preset,
@@ -515,53 +552,56 @@ def smoke_suite() -> Suite:
     )
 
 
-def full_suite() -> Suite:
-    """Every row of the experiment plan on the ``benchmark`` preset, sized for a few CPU hours.
+#: Steps of each task in one epoch of the README main job on the ``small`` preset (seed 0: 10 CT
+#: volumes, 144 nodules, 120 mammograms, 288 radiographs in training; batches 1 / 8 / 4 / 16, so 76
+#: steps an epoch, shared 3 : 2 : 1 : 4 by round-robin). The ``headline`` suite's
+#: single-task rows take the same number of updates as their task gets in the multi-task run.
+MAIN_JOB_STEPS: dict[str, int] = {"ct_organ_seg": 23, "nodule_malignancy": 15, "mammo_mass_det": 8, "cxr_findings": 30}
 
-    The sizes (widths, patches, epochs) were chosen from timed rows on the reference machine
-    (2 CPU cores); the whole suite took 95 min of row time there (``docs/results.md``).
+
+#: Epochs of the README main job (``train.json``'s ``num_epochs``), the ``headline`` suite's schedule.
+HEADLINE_EPOCHS = 18
+#: Table 2 schedules at that recipe: PFLP rotates the focus every epoch, so each task is in focus
+#: four or five times; ITW warms up with PFLP for 12 of the 18 epochs (each task in focus three
+#: times), then focuses on the central task for the last 6.
+_HEADLINE_SCHEDULE: Mapping[str, Any] = {"unit": "epoch", "period": 1, "switch_at": 12}
+#: What the ``full`` and ``headline`` suites share: the README main job's recipe (its epochs, and
+#: validation at half and at the end, so every validation lands on an epoch), three seeds, the
+#: label-scarcity fractions, the cost row, and rows of fewer tasks at the multi-task row's updates.
+_MAIN_JOB_RECIPE: dict[str, Any] = {
+    "preset": "small",
+    "settings": {"num_epochs": HEADLINE_EPOCHS, "val_interval": HEADLINE_EPOCHS // 2},
+    "fractions": SCARCITY_FRACTIONS,
+    "seeds": (0, 1, 2),
+    "schedule": _HEADLINE_SCHEDULE,
+    "steps": MAIN_JOB_STEPS,
+    "cost": True,
+}
+
+
+def full_suite() -> Suite:
+    """Every row of the experiment plan at the README main job's recipe, over three seeds.
+
+    The recipe is the ``headline`` suite's (``train.json`` as it is on the ``small`` preset, 18
+    epochs, single-task, transfer and label-scarcity rows at the updates per task of the
+    multi-task row, :data:`MAIN_JOB_STEPS`); ``headline`` is a subset of these rows, so a row of
+    one is the same run as the row of the same name in the other. PFLP rotates the focus every
+    epoch; ITW runs PFLP for 12 of the 18 epochs, then focuses on the central task.
     """
-    epochs = 4
-    settings = {
-        "num_epochs": epochs,
-        "val_interval": 2,
-        "num_workers": 1,
-        "channels": [8, 16, 32, 64],
-        "batch_size": {
-            "ct_organ_seg": 1,  # whole CT volumes of different sizes are validated with this batch size
-            "nodule_malignancy": 16,
-            "mammo_mass_det": 8,
-            "cxr_findings": 16,
-        },
-        "pipeline_options": {
-            "ct_organ_seg": {
-                "pixdim": [6.0, 6.0, 6.0],
-                "spatial_size": [32, 32, 32],
-                "num_samples": 2,
-            },
-            "nodule_malignancy": {"spatial_size": [24, 24, 24]},
-            "mammo_mass_det": {"spatial_size": [96, 128]},
-            "cxr_findings": {"spatial_size": [64, 64]},
-        },
-    }
-    # ITW warms up for half of training, then focuses; PFLP rotates the focus every epoch
-    schedule = {"unit": "epoch", "period": 1, "switch_at": epochs // 2}
     return _build(
         "full",
-        "benchmark",
-        settings,
+        **_MAIN_JOB_RECIPE,
         weightings=("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "famo"),
         all_sampling=("equal",),
         table2=("MTL", "MTL0", "MTL1", "MTL2", "MTL3", "MTL4", "ITW1", "ITW2", "ITW3"),
         static_aux=(0.01, 0.1, 1.0, 6.0),
         sharings=("soft", "mixed"),
         freezes=("none", "stages:2", "encoder"),
-        fractions=SCARCITY_FRACTIONS,
-        seeds=(0, 1, 2),
-        schedule=schedule,
-        # extrapolated, not measured: 5720 s of row time for the 34 rows of the last measured run
-        # (docs/results.md), per row, times the 3 x 38 rows of this plan, plus data generation
-        estimate_s=5720.0 / 34 * 114 + 194.0,
+        # extrapolated, not measured as a whole: two rows at a time on 2 cores (docs/results.md,
+        # the headline rows): a round-robin multi-task row about 2,250 s of wall time, a row of
+        # one task about 600 s; the sampling='all' rows are counted as round-robin ones. 28
+        # multi-task rows and 11 rows of one task a seed
+        estimate_s=(28 * 2250 + 11 * 600) * 3 / 2,
     )
 
 
@@ -604,20 +644,9 @@ def baselines_suite() -> Suite:
     return Suite(name="baselines", preset="benchmark", settings=settings, rows=tuple(rows), estimate_s=0.0)
 
 
-#: Steps of each task in one epoch of the README main job on the ``small`` preset (seed 0: 10 CT
-#: volumes, 144 nodules, 120 mammograms, 288 radiographs in training; batches 1 / 8 / 4 / 16, so 76
-#: steps an epoch, shared 3 : 2 : 1 : 4 by round-robin). The ``headline`` suite's
-#: single-task rows take the same number of updates as their task gets in the multi-task run.
-MAIN_JOB_STEPS: dict[str, int] = {"ct_organ_seg": 23, "nodule_malignancy": 15, "mammo_mass_det": 8, "cxr_findings": 30}
-
-
-#: Epochs of the README main job (``train.json``'s ``num_epochs``), the ``headline`` suite's schedule.
-HEADLINE_EPOCHS = 18
-
-
 def headline_suite() -> Suite:
-    """The main job's setting against its four single-task baselines, and PFLP and ITW against
-    their static counterpart, over three seeds.
+    """The main job's setting against its four single-task baselines, PFLP and ITW against their
+    static counterpart, label scarcity, cost, sharing modes and transfer, over three seeds.
 
     Every row is the bundle's ``train.json`` as it is (18 epochs, validation at 9 and 18, the
     default widths, input sizes, batch sizes and step shares) on the ``small`` preset; the
@@ -628,34 +657,24 @@ def headline_suite() -> Suite:
     label-scarcity rows train with :data:`SCARCITY_FRACTIONS` of the nodule labels, single-task
     against the best of the multi-task rows, at those same steps. ``cost.best-half`` is the best
     setting at half the epochs, so half the cost of the four single-task rows together.
+    ``sharing.soft`` / ``sharing.mixed`` are the best setting with the review's other sharing
+    trunks, and the ``transfer.*`` rows pre-train on the three auxiliary tasks, then fine-tune
+    on the nodules with the encoder free or frozen, at the multi-task row's updates per task.
+    The rows are those of the same names in the ``full`` suite.
     """
-    rows = [_single_row(t, overrides={"steps_per_epoch": n}) for t, n in MAIN_JOB_STEPS.items()]
-    rows += [_weighting_row("weighting.equal", "equal", headline=True)]
-    # ITW2 warms up with PFLP for 12 of the 18 epochs (each task in focus three times), then
-    # focuses on the central task for the last 6; both PFLP and ITW2 have 3:1 base weights, as static-1
-    schedule = {"unit": "epoch", "period": 1, "switch_at": 12}
-    rows += [_static_row(1.0), _table2_row("MTL2", schedule), _table2_row("ITW2", schedule)]
-    # the label-scarcity rows keep the full-label rows' updates per task (see _scarcity_rows)
-    rows += _scarcity_rows(
-        SCARCITY_FRACTIONS,
-        single_overrides={"steps_per_epoch": MAIN_JOB_STEPS[CENTRAL_TASK]},
-        best_overrides={"steps_per_epoch": sum(MAIN_JOB_STEPS.values())},
+    return _build(
+        "headline",
+        **_MAIN_JOB_RECIPE,
+        weightings=("equal",),
+        all_sampling=(),
+        # PFLP and ITW2 have 3:1 base weights, as static-1
+        table2=("MTL2", "ITW2"),
+        static_aux=(1.0,),
+        sharings=("soft", "mixed"),
+        freezes=("none", "encoder"),
+        # extrapolated as for the full suite: 12 multi-task rows and 10 rows of one task a seed
+        estimate_s=(12 * 2250 + 10 * 600) * 3 / 2,
     )
-    # the cost target (one model at most half the CPU of four): the best setting trained for half
-    # the epochs costs half of the four single-task rows together; does it still reach their quality?
-    half = HEADLINE_EPOCHS // 2
-    rows.append(
-        _best_row(
-            "cost.best-half",
-            headline=True,
-            note="the best MTL setting at half the epochs (one validation, at its last epoch)",
-            overrides={"num_epochs": half, "val_interval": half},
-        )
-    )
-    rows += _with_seeds(rows, (1, 2))
-    # the suite checks every validation lands on an epoch, so the train.json values are named here
-    settings = {"num_epochs": HEADLINE_EPOCHS, "val_interval": HEADLINE_EPOCHS // 2}
-    return Suite(name="headline", preset="small", settings=settings, rows=tuple(rows), estimate_s=0.0)
 
 
 #: Suite name -> factory.
