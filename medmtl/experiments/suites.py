@@ -462,7 +462,10 @@ def _build(
     and transfer rows); without it an epoch is one pass over each row's data. ``cost`` adds
     ``cost.best-half``, the best setting at half the epochs.
     """
-    task_steps = (lambda tasks: {"steps_per_epoch": sum(steps[t] for t in tasks)}) if steps else (lambda tasks: {})
+
+    def task_steps(tasks: Sequence[str]) -> dict[str, int]:
+        return {"steps_per_epoch": sum(steps[t] for t in tasks)} if steps else {}
+
     rows: list[Row] = [_single_row(t, overrides=task_steps((t,))) for t in ALL_TASKS]
     for strategy in weightings:
         rows.append(
