@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from medmtl.experiments.compare import references
 from medmtl.experiments.intervals import VERDICTS, seed_interval
 from medmtl.experiments.records import row_delta_m
 from medmtl.experiments.report import headline
-from medmtl.experiments.runner import Manifest
+from medmtl.experiments.runner import Manifest, _check_suite_dir
 from medmtl.experiments.suites import (
     ALL_TASKS,
     CENTRAL_TASK,
@@ -266,6 +267,23 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
     assert Manifest(out / "runs.json").rows == manifest.rows
     with pytest.raises(ConfigError, match="another --out"):
         run_suite(get_suite("full"), out, dataset_dir=data, execute=fake)
+
+
+def test_a_folder_takes_another_suite_only_with_the_same_runs(tmp_path):
+    """``full`` may add rows to a ``headline`` folder (same preset, settings and rows of the same
+    name); a suite of other settings, or one whose shared row is defined otherwise, is refused."""
+    headline_suite, full = get_suite("headline"), get_suite("full")
+    _check_suite_dir(tmp_path, headline_suite)
+    _check_suite_dir(tmp_path, full)
+    assert json.loads((tmp_path / "suite.json").read_text())["suite"] == "headline"
+    with pytest.raises(ConfigError, match="another --out"):
+        _check_suite_dir(tmp_path, get_suite("smoke"))
+    changed = tuple(
+        replace(r, overrides={**r.overrides, "num_epochs": 9}) if r.name == "weighting.equal@s1" else r
+        for r in full.rows
+    )
+    with pytest.raises(ConfigError, match=r"rows defined otherwise: weighting\.equal@s1"):
+        _check_suite_dir(tmp_path, replace(full, rows=changed))
 
 
 def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):

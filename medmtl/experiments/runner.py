@@ -21,7 +21,7 @@ there, so the section that chose the model never reports it.
 
 Layout of ``--out``::
 
-    suite.json            suite name, preset and settings (a different suite is refused)
+    suite.json            suite name, preset and settings (a suite of other settings or rows is refused)
     runs.json             the manifest: per row status, wall and CPU time, parameters (written atomically)
     data/                 the synthetic dataset (generated on first use)
     rows/<row>/           the row's bundle_root: models/, eval/ (metrics.json = last validation,
@@ -53,7 +53,7 @@ from medmtl.engine.components import ensure_dataset
 from medmtl.engine.handlers import write_json_atomic
 from medmtl.errors import ConfigError
 from medmtl.experiments.records import load_metrics, row_delta_m
-from medmtl.experiments.suites import Row, Suite, best_candidates
+from medmtl.experiments.suites import Row, Suite, best_candidates, get_suite
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -116,22 +116,39 @@ class Manifest:
 
 
 def _check_suite_dir(out: Path, suite: Suite) -> None:
-    """Write ``suite.json``, or refuse an ``out`` that holds another suite (mixing would corrupt resume)."""
+    """Write ``suite.json``, or refuse an ``out`` whose rows would not be ``suite``'s runs.
+
+    A folder may hold another suite of the same preset and settings whose rows of the same name
+    are defined alike (``headline`` and ``full``): its finished rows are then the very runs this
+    suite would train, so ``--suite full`` can add rows to a ``headline`` folder. Anything else
+    is refused, since resuming or reusing a row trained otherwise would corrupt the results.
+    """
     stamp = {
         "suite": suite.name,
         "preset": suite.preset,
         "settings": json.loads(json.dumps(dict(suite.settings))),
     }
     path = out / "suite.json"
-    if path.is_file():
-        existing = json.loads(path.read_text())
-        if existing != stamp:
-            raise ConfigError(
-                f"{path}: {out} holds suite {existing.get('suite')!r} with other settings; "
-                f"use another --out for suite {suite.name!r}"
-            )
+    if not path.is_file():
+        write_json_atomic(path, stamp)
         return
-    write_json_atomic(path, stamp)
+    existing = json.loads(path.read_text())
+    if existing == stamp:
+        return
+    refusal = (
+        f"{path}: {out} holds suite {existing.get('suite')!r} with other settings; "
+        f"use another --out for suite {suite.name!r}"
+    )
+    if {k: v for k, v in existing.items() if k != "suite"} != {k: v for k, v in stamp.items() if k != "suite"}:
+        raise ConfigError(refusal)
+    try:
+        other = get_suite(existing["suite"])
+    except ConfigError:
+        raise ConfigError(refusal) from None
+    mine = {row.name: row for row in suite.rows}
+    differing = sorted(r.name for r in other.rows if r.name in mine and mine[r.name] != r)
+    if differing:
+        raise ConfigError(f"{refusal} (rows defined otherwise: {', '.join(differing)})")
 
 
 def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str, Any]:
