@@ -670,6 +670,24 @@ def test_list_names_the_suites_rows_and_its_extrapolated_time(capsys) -> None:
     assert {"transfer.pretrain@s1", f"single.{CENTRAL_TASK}@s1"} <= set(listed)
 
 
+@pytest.mark.slow
+def test_list_into_a_closed_pipe_is_not_an_error() -> None:
+    """``--list | head``: the reader closes the pipe before the listing ends; no traceback, exit
+    status 0. The pipe is closed before the child has imported anything, so its writes fail."""
+    import subprocess
+    import sys
+
+    lister = subprocess.Popen(
+        [sys.executable, "-m", "medmtl.experiments", "--suite", "full", "--list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lister.stdout.close()
+    _, err = lister.communicate(timeout=120)
+    assert lister.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+
+
 def test_main_job_steps_are_the_samplers_share_of_each_task() -> None:
     from collections import Counter
 

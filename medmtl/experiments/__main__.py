@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,7 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     try:
         if args.list:
-            _list(args.suite, args.out, only)
+            try:
+                _list(args.suite, args.out, only)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # the reader stopped early (``--list | head``): what it read is the answer; point
+                # stdout at /dev/null so the interpreter's flush at exit does not raise again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         suite = get_suite(args.suite)
         if args.threads:
