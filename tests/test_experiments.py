@@ -282,7 +282,7 @@ def test_a_folder_takes_another_suite_only_with_the_same_runs(tmp_path):
         replace(r, overrides={**r.overrides, "num_epochs": 9}) if r.name == "weighting.equal@s1" else r
         for r in full.rows
     )
-    with pytest.raises(ConfigError, match=r"rows defined otherwise: weighting\.equal@s1"):
+    with pytest.raises(ConfigError, match=r"defines its rows weighting\.equal@s1 otherwise"):
         _check_suite_dir(tmp_path, replace(full, rows=changed))
 
 

@@ -148,7 +148,10 @@ def _check_suite_dir(out: Path, suite: Suite) -> None:
     mine = {row.name: row for row in suite.rows}
     differing = sorted(r.name for r in other.rows if r.name in mine and mine[r.name] != r)
     if differing:
-        raise ConfigError(f"{refusal} (rows defined otherwise: {', '.join(differing)})")
+        raise ConfigError(
+            f"{path}: {out} holds suite {existing['suite']!r}, and suite {suite.name!r} defines its "
+            f"rows {', '.join(differing)} otherwise; use another --out"
+        )
 
 
 def resolve_best(suite: Suite, out: str | Path, manifest: Manifest) -> dict[str, Any]:
