@@ -123,26 +123,22 @@ def _check_suite_dir(out: Path, suite: Suite) -> None:
     suite would train, so ``--suite full`` can add rows to a ``headline`` folder. Anything else
     is refused, since resuming or reusing a row trained otherwise would corrupt the results.
     """
-    stamp = {
-        "suite": suite.name,
-        "preset": suite.preset,
-        "settings": json.loads(json.dumps(dict(suite.settings))),
-    }
+    recipe = {"preset": suite.preset, "settings": json.loads(json.dumps(dict(suite.settings)))}
     path = out / "suite.json"
     if not path.is_file():
-        write_json_atomic(path, stamp)
+        write_json_atomic(path, {"suite": suite.name, **recipe})
         return
     existing = json.loads(path.read_text())
-    if existing == stamp:
-        return
     refusal = (
         f"{path}: {out} holds suite {existing.get('suite')!r} with other settings; "
         f"use another --out for suite {suite.name!r}"
     )
-    if {k: v for k, v in existing.items() if k != "suite"} != {k: v for k, v in stamp.items() if k != "suite"}:
+    if {k: existing.get(k) for k in recipe} != recipe:
         raise ConfigError(refusal)
+    if existing.get("suite") == suite.name:
+        return
     try:
-        other = get_suite(existing["suite"])
+        other = get_suite(str(existing.get("suite")))
     except ConfigError:
         raise ConfigError(refusal) from None
     mine = {row.name: row for row in suite.rows}

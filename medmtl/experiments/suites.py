@@ -445,6 +445,13 @@ def _headline_rows(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if r.group == "single" or r.name in candidates]
 
 
+def _extrapolated_s(rows: Sequence[Row]) -> float:
+    """Wall seconds of ``rows`` two at a time on 2 cores, extrapolated from the headline rows'
+    times (docs/results.md), not measured as a whole: a multi-task row about 2,250 s, a row of
+    one task about 600 s; the ``sampling="all"`` rows are counted as round-robin ones."""
+    return sum(2250 if len(r.tasks) > 1 else 600 for r in rows) / 2
+
+
 def _build(
     name: str,
     preset: str,
@@ -459,7 +466,7 @@ def _build(
     fractions: Sequence[float],
     seeds: Sequence[int],
     schedule: Mapping[str, Any],
-    estimate_s: float,
+    estimate_s: float | None,
     steps: Mapping[str, int] | None = None,
     cost: bool = False,
     headline_seeds: Sequence[int] = (),
@@ -471,6 +478,7 @@ def _build(
     and transfer rows); without it an epoch is one pass over each row's data. ``cost`` adds
     ``cost.best-half``, the best setting at half the epochs. ``headline_seeds`` are further seeds
     of the rows the headline Δm is made of (:func:`_headline_rows`), after every row's ``seeds``.
+    ``estimate_s=None`` extrapolates the suite's time from its rows (:func:`_extrapolated_s`).
     """
 
     def task_steps(tasks: Sequence[str]) -> dict[str, int]:
@@ -520,7 +528,7 @@ def _build(
         preset=preset,
         settings=settings,
         rows=tuple(rows),
-        estimate_s=estimate_s,
+        estimate_s=_extrapolated_s(rows) if estimate_s is None else estimate_s,
     )
 
 
@@ -594,6 +602,7 @@ _MAIN_JOB_RECIPE: dict[str, Any] = {
     # the issue's five seeds for the headline rows: a t interval over five per-seed Δm is 2.78
     # standard errors wide on each side instead of 4.30 over three
     "headline_seeds": (3, 4),
+    "estimate_s": None,
 }
 
 
@@ -615,12 +624,6 @@ def full_suite() -> Suite:
         static_aux=(0.01, 0.1, 1.0, 6.0),
         sharings=("soft", "mixed"),
         freezes=("none", "stages:2", "encoder"),
-        # extrapolated, not measured as a whole: two rows at a time on 2 cores (docs/results.md,
-        # the headline rows): a round-robin multi-task row about 2,250 s of wall time, a row of
-        # one task about 600 s; the sampling='all' rows are counted as round-robin ones. 28
-        # multi-task rows and 11 rows of one task for each of 3 seeds, then 19 candidates of the
-        # best weighting and 4 single-task rows for each of the 2 headline seeds
-        estimate_s=((28 * 2250 + 11 * 600) * 3 + (19 * 2250 + 4 * 600) * 2) / 2,
     )
 
 
@@ -691,9 +694,6 @@ def headline_suite() -> Suite:
         static_aux=(1.0,),
         sharings=("soft", "mixed"),
         freezes=("none", "encoder"),
-        # extrapolated as for the full suite: 12 multi-task rows and 10 rows of one task for
-        # each of 3 seeds, 4 candidates and 4 single-task rows for each of the 2 headline seeds
-        estimate_s=((12 * 2250 + 10 * 600) * 3 + (4 * 2250 + 4 * 600) * 2) / 2,
     )
 
 
