@@ -36,9 +36,9 @@ STEPS_PER_EPOCH = 3
 EPOCHS = 3
 
 
-def _net(tasks: list[str]) -> MultiTaskNet:
+def _net(tasks: list[str], sharing: str = "hard") -> MultiTaskNet:
     torch.manual_seed(0)
-    return MultiTaskNet(tasks, channels=(4, 8, 16, 16), hidden_channels=8, fpn_channels=8)
+    return MultiTaskNet(tasks, sharing=sharing, channels=(4, 8, 16, 16), hidden_channels=8, fpn_channels=8)
 
 
 def _global_steps(strategy: str) -> list[dict[str, dict[str, torch.Tensor]]]:
@@ -98,11 +98,12 @@ def _state(net: torch.nn.Module, weighting: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def equivalence_run(strategy: str, rank: int, world: int, accumulate: bool = False) -> dict[str, Any]:
+def equivalence_run(strategy: str, rank: int, world: int, accumulate: bool = False, sharing: str = "hard") -> dict[str, Any]:
     """Train ``strategy`` on this rank's shard (the whole batch when ``world`` is 1), with one
     fused forward per step or (``accumulate``) one forward and backward per task."""
     steps = _shard(_global_steps(strategy), rank, world)
-    outputs, weighting, trainer = _train(_net(EQUIVALENCE_TASKS), strategy, steps, EPOCHS, epoch_length=len(steps), accumulate=accumulate)
+    net = _net(EQUIVALENCE_TASKS, sharing)
+    outputs, weighting, trainer = _train(net, strategy, steps, EPOCHS, epoch_length=len(steps), accumulate=accumulate)
     return {"outputs": outputs, "state": _state(trainer.network, weighting), "distributed": trainer.distributed}
 
 
@@ -139,8 +140,8 @@ def mode_run(mode: str, strategy: str) -> dict[str, Any]:
 
 
 def worker(rank: int, world: int, init_file: str, out_dir: str, jobs: list[tuple[str, str, str]]) -> None:
-    """Run ``jobs`` (``("equivalence" | "accumulate", strategy, "")``, ``("mode", strategy, mode)``
-    or ``("nonfinite", "", "")``) on ``rank``."""
+    """Run ``jobs`` (``("equivalence" | "accumulate", strategy, "")``, ``("equivalence", strategy,
+    sharing)``, ``("mode", strategy, mode)`` or ``("nonfinite", "", "")``) on ``rank``."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     # a short timeout: ranks that disagree on a collective fail the test instead of hanging it
@@ -150,7 +151,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, jobs: list[tuple
         for kind, strategy, mode in jobs:
             key = f"{kind}:{strategy}:{mode}"
             if kind in ("equivalence", "accumulate"):
-                results[key] = equivalence_run(strategy, rank, world, accumulate=kind == "accumulate")
+                results[key] = equivalence_run(strategy, rank, world, kind == "accumulate", mode or "hard")
             elif kind == "mode":
                 results[key] = mode_run(mode, strategy)
             else:

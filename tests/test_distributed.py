@@ -20,7 +20,8 @@ import distributed_cases as cases
 pytestmark = pytest.mark.slow
 
 MODE_JOBS = [("mode", "equal", "round_robin"), ("mode", "uncertainty", "round_robin"), ("mode", "equal", "all"), ("mode", "pcgrad", "all"), ("mode", "famo", "all")]
-EQUIVALENCE_JOBS = [("equivalence", s, "") for s in cases.STRATEGIES]
+# hard sharing for every strategy; task_norms (one Parameter at several module paths) once
+EQUIVALENCE_JOBS = [("equivalence", s, "") for s in cases.STRATEGIES] + [("equivalence", "equal", "task_norms")]
 ACCUMULATE_JOBS = [("accumulate", s, "") for s in ("equal", "uncertainty", "dwa")]
 
 
@@ -39,12 +40,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, A
 
 
 @pytest.mark.parametrize(
-    "kind,strategy", [("equivalence", s) for s in cases.STRATEGIES] + [(k, s) for k, s, _ in ACCUMULATE_JOBS]
+    "kind,strategy,sharing",
+    [("equivalence", s, m) for _, s, m in EQUIVALENCE_JOBS] + [(k, s, "") for k, s, _ in ACCUMULATE_JOBS],
 )
-def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: str, strategy: str) -> None:
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(runs: dict, kind: str, strategy: str, sharing: str) -> None:
     """``accumulate``: the 2 ranks run one forward and backward per task; the reference is the
     same fused single-process run."""
-    ranks, single = [r[f"{kind}:{strategy}:"] for r in runs["two"]], runs["one"][0][f"equivalence:{strategy}:"]
+    ranks = [r[f"{kind}:{strategy}:{sharing}"] for r in runs["two"]]
+    single = runs["one"][0][f"equivalence:{strategy}:{sharing}"]
     assert all(r["distributed"] for r in ranks) and not single["distributed"]
     assert len(single["outputs"]) == cases.EPOCHS * cases.STEPS_PER_EPOCH
     for step, expected in enumerate(single["outputs"]):

@@ -603,7 +603,7 @@ def test_headline_suite_is_the_main_job_against_its_single_task_rows() -> None:
     assert sorted(r.name for r in suite.rows) == sorted(
         [f"single.{t}{s}" for t in ALL_TASKS for s in seeds]
         + [f"{m}{s}" for m in (*multi, *scarce, "cost.best-half") for s in seeds]
-        + [f"{m}{s}" for m in ("sharing.soft", "sharing.mixed") for s in seeds]
+        + [f"{m}{s}" for m in ("sharing.task_norms", "sharing.soft", "sharing.mixed") for s in seeds]
         + [f"transfer.{m}{s}" for m in ("pretrain", "freeze-none", "freeze-encoder") for s in seeds]
         # five seeds for the rows of the headline Δm: the single-task rows and the candidates
         + [f"{m}{s}" for m in (*(f"single.{t}" for t in ALL_TASKS), *multi) for s in ("@s3", "@s4")]
@@ -663,7 +663,7 @@ def test_list_names_the_suites_rows_and_its_extrapolated_time(capsys) -> None:
     assert main(["--suite", "full", "--list", "--only", "transfer.freeze-encoder@s1"]) == 0
     out = capsys.readouterr().out
     suite = get_suite("full")
-    assert f"163 rows, about {suite.estimate_s / 3600:.1f} h on 2 cores (extrapolated)" in out
+    assert f"166 rows, about {suite.estimate_s / 3600:.1f} h on 2 cores (extrapolated)" in out
     listed = [line.split()[0] for line in out.splitlines()[1:]]
     # the row and what it needs: its pre-training and the single-task rows of its seed
     assert listed == [r.name for r in suite.select(["transfer.freeze-encoder@s1"])]

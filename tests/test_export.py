@@ -120,7 +120,7 @@ def test_exported_detector_maps_give_monai_detector_the_same_boxes(exported: tup
             assert torch.allclose(p[key].float(), q[key].float(), atol=ATOL), key
 
 
-@pytest.mark.parametrize("sharing", ["hard", "soft", "mixed"])
+@pytest.mark.parametrize("sharing", ["hard", "task_norms", "soft", "mixed"])
 def test_the_whole_network_scripts_for_every_sharing_mode(sharing: str) -> None:
     """What model-zoo's ``ckpt_export`` (``torch.jit.script(network_def)``) needs."""
     torch.manual_seed(0)
@@ -134,14 +134,15 @@ def test_the_whole_network_scripts_for_every_sharing_mode(sharing: str) -> None:
         scripted(torch.randn(1, 1, 32, 32), "nope")
     with pytest.raises(torch.jit.Error, match="is 3D but got a 2D input"):
         scripted(torch.randn(1, 1, 32, 32), "ct_organ_seg")
-    # the per-task module holds only what its task runs (soft sharing: that task's encoder)
+    # the per-task module holds only what its task runs (soft sharing, task norms: that task's encoder)
     module = task_module(net, "cxr_findings")
     expected = {id(p) for p in net.heads["cxr_findings"].parameters()}
-    expected |= {id(p) for p in (net.trunk.encoders["cxr_findings"] if sharing == "soft" else net.trunk).parameters()}
+    encoder = net.trunk.encoders["cxr_findings"] if sharing in ("soft", "task_norms") else net.trunk
+    expected |= {id(p) for p in encoder.parameters()}
     assert {id(p) for p in module.parameters()} == expected
 
 
-@pytest.mark.parametrize("sharing", ["soft", "mixed"])
+@pytest.mark.parametrize("sharing", ["task_norms", "soft", "mixed"])
 def test_torchscript_export_of_soft_and_mixed_sharing(sharing: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], sharing=sharing, shared_stages=1, **TINY)

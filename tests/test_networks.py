@@ -238,7 +238,7 @@ def test_input_errors() -> None:
         MultiTaskNet(TASK_NAMES, sharing="mixed", shared_stages=4, **SMALL)
 
 
-@pytest.mark.parametrize("sharing", ["hard", "soft", "mixed"])
+@pytest.mark.parametrize("sharing", ["hard", "task_norms", "soft", "mixed"])
 def test_each_task_trains_only_its_head_and_the_trunk(sharing: str) -> None:
     net = MultiTaskNet(TASK_NAMES, sharing=sharing, **SMALL)
     for task in TASK_NAMES:
@@ -255,10 +255,12 @@ def test_each_task_trains_only_its_head_and_the_trunk(sharing: str) -> None:
         shared = [p for p in net.shared_parameters() if any(p is q for q in trained)]
         if sharing == "hard":
             assert all(p.grad is not None for p in shared)
-        elif sharing == "soft":
-            assert all(p.grad is not None for p in net.trunk.encoders[task].parameters() if any(p is q for q in trained))
+        elif sharing in ("soft", "task_norms"):
+            own = [p for p in net.trunk.encoders[task].parameters() if any(p is q for q in trained)]
+            assert all(p.grad is not None for p in own)
             for other in set(TASK_NAMES) - {task}:
-                assert all(p.grad is None for p in net.trunk.encoders[other].parameters())
+                # task_norms: the other tasks' encoders hold this task's convolutions, not its norms
+                assert all(p.grad is None for p in net.trunk.encoders[other].parameters() if not any(p is q for q in own))
         else:
             # cross-stitch: every branch is part of every task's graph
             assert all(p.grad is not None for p in shared)
@@ -327,6 +329,49 @@ def test_soft_penalty_is_zero_for_identical_encoders_and_grows_with_distance() -
             p.add_(d)
     assert net.sharing_penalty().item() == pytest.approx(4 * small, rel=1e-4)
     assert MultiTaskNet(tasks, sharing="hard", channels=(4, 8)).sharing_penalty().item() == 0.0
+
+
+def test_task_norms_share_every_parameter_but_the_norms() -> None:
+    net = MultiTaskNet(TASK_NAMES, sharing="task_norms", **SMALL)
+    hard = MultiTaskNet(TASK_NAMES, sharing="hard", **SMALL)
+    encoders = list(net.trunk.encoders.values())
+    norm_ids = [{id(p) for m in enc.modules() if isinstance(m, DimsNorm) for p in m.parameters()} for enc in encoders]
+    shared = [{id(p) for p in enc.parameters()} - ids for enc, ids in zip(encoders, norm_ids)]
+    assert all(s == shared[0] for s in shared) and shared[0]  # one set of convolutions ...
+    assert all(not (a & b) for i, a in enumerate(norm_ids) for b in norm_ids[i + 1 :])  # ... norms per task
+    # hard sharing plus (T - 1) more sets of norms, counted once each
+    extra = sum(p.numel() for m in encoders[1].modules() if isinstance(m, DimsNorm) for p in m.parameters())
+    summary = parameter_summary(net)
+    assert summary["total"] == parameter_summary(hard)["total"] + (len(TASK_NAMES) - 1) * extra
+    assert summary["encoder"] + len(TASK_NAMES) * extra == sum(p.numel() for p in net.trunk.parameters())
+    assert all(summary[f"norms.{t}"] == extra for t in TASK_NAMES)
+    # a task's norms change its features only: another task's output stays as it was
+    x = torch.randn(INPUTS["cxr_findings"])
+    with torch.no_grad():
+        before = net(x, "cxr_findings")
+        for m in net.trunk.encoders["mammo_mass_det"].modules():
+            if isinstance(m, DimsNorm):
+                m.norm.weight.mul_(2.0)
+        assert torch.equal(net(x, "cxr_findings"), before)
+        # a shared convolution changes every task
+        net.trunk.encoders["mammo_mass_det"].stages[1][0][0].weight.mul_(2.0)
+        assert not torch.equal(net(x, "cxr_findings"), before)
+
+
+def test_task_norms_ties_survive_a_saved_and_loaded_state_dict(tmp_path) -> None:
+    net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], sharing="task_norms", **SMALL)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    loaded = MultiTaskNet(["ct_organ_seg", "cxr_findings"], sharing="task_norms", **SMALL)
+    loaded.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    a, b = loaded.trunk.encoders.values()
+    assert a.stages[2][0][0].weight is b.stages[2][0][0].weight
+    for task in ("ct_organ_seg", "cxr_findings"):
+        x = torch.randn(INPUTS[task])
+        with torch.no_grad():
+            assert torch.equal(loaded(x, task), net(x, task))
 
 
 def test_cross_stitch_mixes_as_specified() -> None:
@@ -407,12 +452,12 @@ def test_load_pretrained_encoder_into_every_sharing_mode(tmp_path) -> None:
     path = tmp_path / "pretrained.pt"
     torch.save({"network": source.state_dict(), "epoch": 3}, path)
     ref = source.trunk.encoder.state_dict()
-    for sharing in ("hard", "soft", "mixed"):
+    for sharing in ("hard", "task_norms", "soft", "mixed"):
         net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], sharing=sharing, **SMALL)
         load_pretrained(net, path, scope="encoder")
         if sharing == "hard":
             encoders = [net.trunk.encoder]
-        elif sharing == "soft":
+        elif sharing in ("soft", "task_norms"):
             encoders = list(net.trunk.encoders.values())
         else:
             encoders = []

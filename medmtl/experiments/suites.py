@@ -35,7 +35,8 @@ Suites (``smoke`` for the tests, ``baselines``, ``headline`` and ``full`` for ``
 - ``table2.<variant>``: the paper's Table 2 with ``nodule_malignancy`` central (weight 3) and the
   other three tasks auxiliary: ``static-<w>`` is ``3:w`` without PFLP, ``MTL0``..``MTL4`` the
   same weights with PFLP, ``MTL`` = ``3:3`` static, ``ITW1``..``ITW3``;
-- ``sharing.<mode>``: soft and mixed sharing with the best weighting (hard is the best row itself);
+- ``sharing.<mode>``: hard sharing with task-specific norms, soft and mixed sharing with the best
+  weighting (hard is the best row itself);
 - ``transfer.pretrain`` (the other three tasks) and ``transfer.freeze-<policy>`` (fine-tuning on
   malignancy from its encoder), the review paper's Fig. 2 against MTL;
 - ``scarcity.<single|best>-f<fraction>``: malignancy with a fraction of its labels, single-task vs
@@ -622,7 +623,7 @@ def full_suite() -> Suite:
         all_sampling=("equal",),
         table2=("MTL", "MTL0", "MTL1", "MTL2", "MTL3", "MTL4", "ITW1", "ITW2", "ITW3"),
         static_aux=(0.01, 0.1, 1.0, 6.0),
-        sharings=("soft", "mixed"),
+        sharings=("task_norms", "soft", "mixed"),
         freezes=("none", "stages:2", "encoder"),
     )
 
@@ -680,7 +681,7 @@ def headline_suite() -> Suite:
     against the best of the multi-task rows, at those same steps. ``cost.best-half`` is the best
     setting at half the epochs, so half the cost of the four single-task rows together.
     ``sharing.soft`` / ``sharing.mixed`` are the best setting with the review's other sharing
-    trunks, and the ``transfer.*`` rows pre-train on the three auxiliary tasks, then fine-tune
+    trunks and ``sharing.task_norms`` with hard sharing of everything but the norm layers, and the ``transfer.*`` rows pre-train on the three auxiliary tasks, then fine-tune
     on the nodules with the encoder free or frozen, at the multi-task row's updates per task.
     The rows are those of the same names in the ``full`` suite.
     """
@@ -692,7 +693,7 @@ def headline_suite() -> Suite:
         # PFLP and ITW2 have 3:1 base weights, as static-1
         table2=("MTL2", "ITW2"),
         static_aux=(1.0,),
-        sharings=("soft", "mixed"),
+        sharings=("task_norms", "soft", "mixed"),
         freezes=("none", "encoder"),
     )
 

@@ -1,10 +1,10 @@
-"""Networks of medmtl: a shared 2D/3D encoder, task heads and hard / soft / mixed parameter sharing.
+"""Networks of medmtl: a shared 2D/3D encoder, task heads and hard / task-norm / soft / mixed parameter sharing.
 
 * :mod:`~medmtl.networks.blocks`: conv / norm blocks that run one set of parameters on 2D and 3D inputs.
 * :mod:`~medmtl.networks.encoder`: :class:`SharedEncoder` (feature pyramid, level ``i`` at stride ``2**i``).
 * :mod:`~medmtl.networks.heads`: segmentation decoder, (multilabel) classification head, :func:`build_head`.
 * :mod:`~medmtl.networks.detection`: MONAI RetinaNet over the pyramid and its ``RetinaNetDetector``.
-* :mod:`~medmtl.networks.sharing`: hard / soft / mixed (cross-stitch) trunks.
+* :mod:`~medmtl.networks.sharing`: hard / task-norm / soft / mixed (cross-stitch) trunks.
 * :mod:`~medmtl.networks.multitask`: :class:`MultiTaskNet`, :class:`TaskView`.
 * :mod:`~medmtl.networks.transfer`: :func:`apply_freeze`, :func:`load_pretrained`.
 * :mod:`~medmtl.networks.accounting`: parameter counts per component and vs single-task nets.
@@ -39,6 +39,7 @@ from medmtl.networks.sharing import (
     MixedSharing,
     SharingTrunk,
     SoftSharing,
+    TaskNormSharing,
 )
 from medmtl.networks.transfer import FREEZE_POLICIES, apply_freeze, load_pretrained
 
@@ -62,6 +63,7 @@ __all__ = [
     "SharingTrunk",
     "SoftSharing",
     "TaskDetector",
+    "TaskNormSharing",
     "TaskView",
     "apply_freeze",
     "benchmark_encoder_2d",

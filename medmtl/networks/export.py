@@ -71,7 +71,7 @@ from medmtl.networks.blocks import check_task_input
 from medmtl.networks.detection import RetinaNetHead
 from medmtl.networks.encoder import SharedEncoder
 from medmtl.networks.multitask import MultiTaskNet
-from medmtl.networks.sharing import HardSharing, SharingTrunk, SoftSharing
+from medmtl.networks.sharing import HardSharing, PerTaskEncoders, SharingTrunk
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -113,7 +113,7 @@ def _task_trunk(trunk: nn.Module, task: str) -> nn.Module:
     """The part of ``trunk`` that task ``task`` runs, as a module ``x -> pyramid``."""
     if isinstance(trunk, HardSharing):
         return trunk.encoder
-    if isinstance(trunk, SoftSharing):
+    if isinstance(trunk, PerTaskEncoders):
         return trunk.encoders[task]
     return _TrunkOfTask(trunk, task)
 

@@ -1,4 +1,4 @@
-"""``MultiTaskNet``: a sharing trunk (hard / soft / mixed) plus one head per task.
+"""``MultiTaskNet``: a sharing trunk (hard / task_norms / soft / mixed) plus one head per task.
 
 Example:
     >>> net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], channels=(8, 16, 32))
@@ -33,7 +33,7 @@ class MultiTaskNet(nn.Module):
     Args:
         tasks: task names or ``TaskSpec`` s (or a comma-separated string of names); 2D and 3D
             tasks may be mixed — they share the encoder.
-        sharing: ``"hard"``, ``"soft"`` or ``"mixed"`` (see :mod:`medmtl.networks.sharing`).
+        sharing: ``"hard"``, ``"task_norms"``, ``"soft"`` or ``"mixed"`` (see :mod:`medmtl.networks.sharing`).
         in_channels: image channels (the same for every task).
         channels: encoder stage widths; pyramid level ``i`` has stride ``2**i``.
         num_res_units: residual blocks per encoder stage.
@@ -222,9 +222,11 @@ class MultiTaskNet(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Trunk parameters: everything below the heads (what gradient-based weighting manipulates).
 
-        hard: the encoder; mixed: shared stages, task branches and cross-stitch units (every
-        task's loss reaches all of them); soft: all task encoders (task ``t``'s loss reaches only
-        encoder ``t``, so per-task gradients there never overlap and gradient surgery is a no-op).
+        hard: the encoder; task_norms: the encoder's shared parameters once and every task's
+        norms (task ``t``'s loss reaches only its own); mixed: shared stages, task branches and
+        cross-stitch units (every task's loss reaches all of them); soft: all task encoders (task
+        ``t``'s loss reaches only encoder ``t``, so per-task gradients there never overlap and
+        gradient surgery is a no-op).
         """
         return list(self.trunk.parameters())
 

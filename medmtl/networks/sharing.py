@@ -1,10 +1,19 @@
 """Parameter-sharing modes: the trunk between the input and the task heads.
 
-Three trunks share one interface (:class:`SharingTrunk`), selected by name from
-:data:`SHARING_MODES` (the review's hard / soft / mixed parameter sharing):
+Four trunks share one interface (:class:`SharingTrunk`), selected by name from
+:data:`SHARING_MODES` (the review's hard / soft / mixed parameter sharing, and hard sharing with
+task-specific norms):
 
 * ``hard`` (:class:`HardSharing`): one :class:`~medmtl.networks.encoder.SharedEncoder` for all
   tasks. A forward for task ``t`` touches the encoder and head ``t`` only.
+* ``task_norms`` (:class:`TaskNormSharing`): hard sharing of every convolution (and every other
+  parameter outside the norm layers), with one set of norm layers per task: each task gets its own
+  per-channel scale and shift after every normalisation (and, for batch norm, its own running
+  statistics). The domain-specific normalisation of multi-domain networks (Bilen & Vedaldi 2017,
+  https://arxiv.org/abs/1701.07275; Rebuffi et al. 2017, https://arxiv.org/abs/1705.08045): with
+  datasets that each label one task, the tasks' inputs differ (CT volumes, nodule patches,
+  mammograms, radiographs), and a per-task affine lets each task rescale or switch off shared
+  channels for a few hundred parameters per norm layer, at the compute of hard sharing.
 * ``soft`` (:class:`SoftSharing`): one encoder per task, tied by an L2 penalty on the distance
   between their parameters (Duong et al. 2015). The encoders start from identical weights, so the
   penalty starts at 0 and measures how far training pulls them apart. A forward for task ``t``
@@ -30,9 +39,20 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
+from medmtl.networks.blocks import DimsNorm
 from medmtl.networks.encoder import DEFAULT_CHANNELS, SharedEncoder
 
-__all__ = ["SharingTrunk", "HardSharing", "SoftSharing", "MixedSharing", "CrossStitch", "SHARING_MODES", "build_trunk"]
+__all__ = [
+    "SharingTrunk",
+    "HardSharing",
+    "PerTaskEncoders",
+    "SoftSharing",
+    "TaskNormSharing",
+    "MixedSharing",
+    "CrossStitch",
+    "SHARING_MODES",
+    "build_trunk",
+]
 
 
 class SharingTrunk(nn.Module):
@@ -101,7 +121,25 @@ class HardSharing(SharingTrunk):
         return [("encoder", self.encoder, state)]
 
 
-class SoftSharing(SharingTrunk):
+class PerTaskEncoders(SharingTrunk):
+    """One :class:`~medmtl.networks.encoder.SharedEncoder` per task in ``encoders`` (built by the
+    subclass); a forward for task ``t`` runs ``encoders[t]`` only."""
+
+    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
+        # a loop rather than ``self.encoders[task]``: TorchScript indexes a ModuleDict by literals only
+        for name, encoder in self.encoders.items():
+            if name == task:
+                return encoder(x)
+        raise KeyError("unknown task " + task)
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        return [enc.stages[index] for enc in self.encoders.values()]
+
+    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
+        return [(f"encoders.{t}", enc, state) for t, enc in self.encoders.items()]
+
+
+class SoftSharing(PerTaskEncoders):
     """One encoder per task tied by ``weight * sum_{s<t} ||theta_s - theta_t||^2``.
 
     Args:
@@ -122,21 +160,8 @@ class SoftSharing(SharingTrunk):
         first = SharedEncoder(**encoder_kwargs)
         self.encoders = nn.ModuleDict({t: first if i == 0 else copy.deepcopy(first) for i, t in enumerate(self.tasks)})
 
-    def forward(self, x: torch.Tensor, task: str) -> list[torch.Tensor]:
-        # a loop rather than ``self.encoders[task]``: TorchScript indexes a ModuleDict by literals only
-        for name, encoder in self.encoders.items():
-            if name == task:
-                return encoder(x)
-        raise KeyError("unknown task " + task)
-
-    def stage_modules(self, index: int) -> list[nn.Module]:
-        return [enc.stages[index] for enc in self.encoders.values()]
-
     def components(self) -> dict[str, nn.Module]:
         return {f"encoder.{t}": enc for t, enc in self.encoders.items()}
-
-    def encoder_targets(self, state: dict[str, torch.Tensor]) -> list[tuple[str, nn.Module, dict[str, torch.Tensor]]]:
-        return [(f"encoders.{t}", enc, state) for t, enc in self.encoders.items()]
 
     def penalty(self) -> torch.Tensor:
         """``weight * sum over task pairs of the squared L2 distance between their encoders``.
@@ -153,6 +178,59 @@ class SoftSharing(SharingTrunk):
                 for b in tied[i + 1 :]:
                     total = total + (a - b).pow(2).sum()
         return self.weight * total
+
+
+def _norm_paths(encoder: nn.Module) -> list[str]:
+    """Module paths of the :class:`~medmtl.networks.blocks.DimsNorm` layers of ``encoder``."""
+    return [name for name, m in encoder.named_modules() if isinstance(m, DimsNorm)]
+
+
+def _outside_norms(encoder: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(path, module) of the modules of ``encoder`` that hold parameters themselves and are not
+    inside a ``DimsNorm``: the parameters hard sharing keeps one copy of."""
+    norms = _norm_paths(encoder)
+    return [
+        (name, m)
+        for name, m in encoder.named_modules()
+        if not any(name == n or name.startswith(n + ".") for n in norms)
+        and any(True for _ in m.parameters(recurse=False))
+    ]
+
+
+class TaskNormSharing(PerTaskEncoders):
+    """Hard sharing with one set of norm layers per task (see module docstring).
+
+    ``encoders[t]`` is a full encoder per task whose parameters outside the norm layers *are* the
+    first task's (the same ``Parameter`` objects, as tied weights), so ``parameters()`` lists them
+    once, an optimizer updates them once, and a forward for task ``t`` is the hard-sharing forward
+    with task ``t``'s norms. ``state_dict`` holds every task's keys (tied keys hold the same
+    values), so loading one restores the tie.
+
+    Args:
+        tasks: task names.
+        encoder_kwargs: ``SharedEncoder`` arguments.
+    """
+
+    def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any]):
+        super().__init__(tasks, encoder_kwargs)
+        first = SharedEncoder(**encoder_kwargs)
+        encoders = {}
+        for i, t in enumerate(self.tasks):
+            encoder = first if i == 0 else copy.deepcopy(first)
+            for name, module in _outside_norms(encoder):
+                source = first.get_submodule(name)
+                for pname, param in source.named_parameters(recurse=False):
+                    setattr(module, pname, param)
+            encoders[t] = encoder
+        self.encoders = nn.ModuleDict(encoders)
+
+    def components(self) -> dict[str, nn.Module]:
+        first = next(iter(self.encoders.values()))
+        # not registered: containers built for counting only
+        parts: dict[str, nn.Module] = {"encoder": nn.ModuleList(m for _, m in _outside_norms(first))}
+        for t, enc in self.encoders.items():
+            parts[f"norms.{t}"] = nn.ModuleList(enc.get_submodule(n) for n in _norm_paths(enc))
+        return parts
 
 
 class CrossStitch(nn.Module):
@@ -279,7 +357,12 @@ class MixedSharing(SharingTrunk):
 
 
 #: Sharing mode name -> trunk class.
-SHARING_MODES: dict[str, type[SharingTrunk]] = {"hard": HardSharing, "soft": SoftSharing, "mixed": MixedSharing}
+SHARING_MODES: dict[str, type[SharingTrunk]] = {
+    "hard": HardSharing,
+    "task_norms": TaskNormSharing,
+    "soft": SoftSharing,
+    "mixed": MixedSharing,
+}
 
 
 def build_trunk(

@@ -22,6 +22,7 @@ from typing import Any
 from medmtl.networks.accounting import parameter_summary, single_task_parameter_total
 from medmtl.networks.benchmark import benchmark_encoder_2d
 from medmtl.networks.multitask import MultiTaskNet
+from medmtl.networks.sharing import SHARING_MODES
 from medmtl.tasks import TASKS, resolve_tasks
 
 __all__ = ["main"]
@@ -30,7 +31,7 @@ __all__ = ["main"]
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m medmtl.networks.summary", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: all registered)")
-    parser.add_argument("--sharing", default="hard", choices=["hard", "soft", "mixed"])
+    parser.add_argument("--sharing", default="hard", choices=sorted(SHARING_MODES))
     parser.add_argument("--channels", type=int, nargs="+", default=None, help="encoder widths")
     parser.add_argument("--num-res-units", type=int, default=1)
     parser.add_argument("--shared-stages", type=int, default=2, help="shared stages (mixed sharing)")
