@@ -13,7 +13,7 @@ task-specific norms):
   https://arxiv.org/abs/1701.07275; Rebuffi et al. 2017, https://arxiv.org/abs/1705.08045): with
   datasets that each label one task, the tasks' inputs differ (CT volumes, nodule patches,
   mammograms, radiographs), and a per-task affine lets each task rescale or switch off shared
-  channels for a few hundred parameters per norm layer, at the compute of hard sharing.
+  channels for 2 x channels parameters per norm layer, at the compute of hard sharing.
 * ``soft`` (:class:`SoftSharing`): one encoder per task, tied by an L2 penalty on the distance
   between their parameters (Duong et al. 2015). The encoders start from identical weights, so the
   penalty starts at 0 and measures how far training pulls them apart. A forward for task ``t``
