@@ -143,7 +143,7 @@ def test_the_whole_network_scripts_for_every_sharing_mode(sharing: str) -> None:
 
 
 @pytest.mark.parametrize("sharing", ["task_norms", "soft", "mixed"])
-def test_torchscript_export_of_soft_and_mixed_sharing(sharing: str, tmp_path: Path) -> None:
+def test_torchscript_export_of_the_other_sharing_modes(sharing: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = MultiTaskNet(["ct_organ_seg", "cxr_findings"], sharing=sharing, shared_stages=1, **TINY)
     checks = export_tasks(net, tmp_path, formats="torchscript", input_sizes={"ct_organ_seg": [16, 16, 16], "cxr_findings": [32, 32]})

@@ -681,8 +681,9 @@ def headline_suite() -> Suite:
     against the best of the multi-task rows, at those same steps. ``cost.best-half`` is the best
     setting at half the epochs, so half the cost of the four single-task rows together.
     ``sharing.soft`` / ``sharing.mixed`` are the best setting with the review's other sharing
-    trunks and ``sharing.task_norms`` with hard sharing of everything but the norm layers, and the ``transfer.*`` rows pre-train on the three auxiliary tasks, then fine-tune
-    on the nodules with the encoder free or frozen, at the multi-task row's updates per task.
+    trunks, ``sharing.task_norms`` with hard sharing of everything but the norm layers, and the
+    ``transfer.*`` rows pre-train on the three auxiliary tasks, then fine-tune on the nodules
+    with the encoder free or frozen, at the multi-task row's updates per task.
     The rows are those of the same names in the ``full`` suite.
     """
     return _build(
