@@ -214,12 +214,11 @@ class TaskNormSharing(PerTaskEncoders):
     def __init__(self, tasks: Sequence[str], encoder_kwargs: dict[str, Any]):
         super().__init__(tasks, encoder_kwargs)
         first = SharedEncoder(**encoder_kwargs)
-        encoders = {}
-        for i, t in enumerate(self.tasks):
-            encoder = first if i == 0 else copy.deepcopy(first)
+        encoders = {self.tasks[0]: first}
+        for t in self.tasks[1:]:
+            encoder = copy.deepcopy(first)
             for name, module in _outside_norms(encoder):
-                source = first.get_submodule(name)
-                for pname, param in source.named_parameters(recurse=False):
+                for pname, param in first.get_submodule(name).named_parameters(recurse=False):
                     setattr(module, pname, param)
             encoders[t] = encoder
         self.encoders = nn.ModuleDict(encoders)
