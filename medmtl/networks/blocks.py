@@ -6,19 +6,11 @@ operator on parameters derived from the 3D ones, so a 2D pass costs what a plain
 the same widths costs. Every block is scriptable with ``torch.jit.script`` (see
 :mod:`medmtl.networks.export`).
 
-* :class:`DimsConv` keeps a (k x k x k) kernel; for 2D inputs it averages the kernel over its
-  depth axis and calls ``conv2d``. For a depth-constant volume this is exact up to a factor:
-  ``conv3d`` of an image repeated along depth equals (away from the depth borders) ``k`` times
-  ``conv2d`` of the image with the depth-averaged kernel, and every encoder conv is followed by a
-  norm, which removes that constant factor. A 2D image is therefore treated as a "boring" volume,
-  the inverse of I3D's 2D-to-3D kernel inflation (Carreira & Zisserman, 2017,
-  https://arxiv.org/abs/1705.07750). Why the mean and not the sum (which is exact without the
-  norm): a 2D input gives all ``k`` depth slices the same gradient, so an Adam step moves each
-  slice by about the learning rate and the depth *sum* by ``k`` times it. With the sum, 2D tasks
-  trained their kernels at three times the learning rate of 3D tasks (k = 3), which stalled the
-  chest radiograph labels for hundreds of steps on some seeds; the mean moves the 2D kernel by
-  what a plain ``conv2d`` would move, as the 3D kernel moves for volumes (docs/results.md, "The
-  2D learning rate").
+* :class:`DimsConv` keeps a (k x k x k) kernel; for 2D inputs it sums the kernel over its depth
+  axis and calls ``conv2d``. Summing is exact for a depth-constant volume: ``conv3d`` of an image
+  repeated along depth equals (away from the depth borders) ``conv2d`` of the image with the
+  depth-summed kernel. A 2D image is therefore treated as a "boring" volume, the inverse of I3D's
+  2D-to-3D kernel inflation (Carreira & Zisserman, 2017, https://arxiv.org/abs/1705.07750).
 * :class:`DimsNorm` builds the 3D norm with MONAI's ``get_norm_layer``; a 2D input is viewed as a
   depth-1 volume for it (a free ``unsqueeze``; instance, group and batch statistics over (H, W, 1)
   are those over (H, W)). Norms with running statistics (batch norm) get a second module for 2D
@@ -61,7 +53,7 @@ def check_task_input(x: torch.Tensor, task: str, spatial_dims: int, divisor: int
 
     The check of the TorchScript paths (the scripted ``MultiTaskNet.forward`` and the exported
     per-task modules), written without f-strings, which TorchScript lacks. A 2D image given to a
-    3D task would otherwise run the depth-averaged 2D kernels without a word.
+    3D task would otherwise run the depth-summed 2D kernels without a word.
     """
     dims = spatial_dims_of(x)
     if dims != spatial_dims:
@@ -90,7 +82,7 @@ class DimsConv(nn.Module):
 
     Shapes:
         (B, in, H, W, D) -> (B, out, H/s, W/s, D/s) with ``conv3d``;
-        (B, in, H, W) -> (B, out, H/s, W/s) with ``conv2d`` on the depth-averaged kernel.
+        (B, in, H, W) -> (B, out, H/s, W/s) with ``conv2d`` on the depth-summed kernel.
     """
 
     def __init__(
@@ -129,10 +121,8 @@ class DimsConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def weight_2d(self) -> torch.Tensor:
-        """The (out, in, k, k) kernel a 2D input is convolved with: the 3D kernel's mean over depth
-        (not the sum, so that a 2D task's optimizer step moves it as far as a 3D task's moves the
-        3D kernel; see the module docstring)."""
-        return self.weight.mean(dim=-1)
+        """The (out, in, k, k) kernel a 2D input is convolved with (the depth-summed 3D kernel)."""
+        return self.weight.sum(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if spatial_dims_of(x) == 3:

@@ -2,12 +2,10 @@
 
 Design: **kernel collapsing**. Every convolution stores a (k x k x k) kernel. A 3D input
 (B, C, H, W, D) is convolved with it by ``conv3d``; a 2D input (B, C, H, W) is convolved by
-``conv2d`` with the kernel averaged over its depth (last) axis, which is what ``conv3d`` computes on a
-volume that is constant along depth, divided by ``k`` (a radiograph seen as a "boring" volume, the
-inverse of I3D inflation; the norm after every conv removes the factor, and the mean rather than
-the sum keeps a 2D task's optimizer steps on the kernel as large as a 3D task's, see
-:mod:`medmtl.networks.blocks`). Norm affine parameters are per channel and serve both ranks (see
-:mod:`medmtl.networks.blocks`). A 2D pass costs one (out, in, k, k, k) -> (out, in, k, k) mean per
+``conv2d`` with the kernel summed over its depth (last) axis, which is exactly what ``conv3d`` computes on a
+volume that is constant along depth (a radiograph seen as a "boring" volume, the inverse of I3D
+inflation). Norm affine parameters are per channel and serve both ranks (see
+:mod:`medmtl.networks.blocks`). A 2D pass costs one (out, in, k, k, k) -> (out, in, k, k) sum per
 conv on top of a plain 2D network — negligible next to the convolutions;
 :func:`medmtl.networks.benchmark.benchmark_encoder_2d` measures it.
 
