@@ -21,6 +21,7 @@ from medmtl.engine.components import (
     default_bundle_root,
     ensure_dataset,
     flag,
+    optimizer_param_groups,
     per_task,
     prepare_datalist,
     validation_loader,
@@ -129,6 +130,23 @@ def train_config(tiny: Path, tmp_path: Path, **overrides: object) -> ConfigParse
     parser.read_config(str(TRAIN))
     parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(tiny), "cache": "none", **SHRINK, **overrides})
     return parser
+
+
+def test_head_lr_scale_gives_the_heads_their_own_scheduled_rate(tiny: Path, tmp_path: Path) -> None:
+    default = train_config(tiny, tmp_path).get_parsed_content("optimizer")
+    assert len(default.param_groups) == 1  # scale 1: one group, the optimizer of earlier runs
+    parser = train_config(tiny, tmp_path, head_lr_scale=0.25, weighting="uncertainty")
+    net, opt = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
+    trunk, heads, weights = opt.param_groups
+    assert {id(p) for p in heads["params"]} == {id(p) for p in net.heads.parameters()}
+    assert {id(p) for p in trunk["params"]} | {id(p) for p in heads["params"]} == {id(p) for p in net.parameters()}
+    assert heads["lr"] == pytest.approx(0.25 * trunk["lr"]) and weights["weight_decay"] == 0.0
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    opt.step()
+    scheduler.step()
+    assert heads["lr"] == pytest.approx(0.25 * trunk["lr"]) and trunk["lr"] < parser["learning_rate"]
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        optimizer_param_groups(net, parser.get_parsed_content("loss_weighting"), head_lr_scale=0.5)
 
 
 def test_one_task_s_preprocessing_is_replaced_from_the_config(tiny: Path, tmp_path: Path) -> None:

@@ -152,13 +152,42 @@ def collate_functions(tasks: Sequence[str | TaskSpec]) -> dict[str, Callable]:
     return {s.name: data_kind(s).collate() for s in resolve_tasks(tasks)}
 
 
-def optimizer_param_groups(network: torch.nn.Module, weighting: Any, weight_decay: float = 1e-5) -> list[dict[str, Any]]:
+def optimizer_param_groups(
+    network: torch.nn.Module,
+    weighting: Any,
+    weight_decay: float = 1e-5,
+    learning_rate: float | None = None,
+    head_lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
     """Parameter groups: the network, and the weighting's learnable weights without decay.
 
     Only :meth:`Weighting.optimizer_parameters` join the optimizer (GradNorm and FAMO update
     their own weights with internal optimizers).
+
+    Args:
+        network: the ``MultiTaskNet`` (or a DDP wrapper of one).
+        weighting: the loss weighting.
+        weight_decay: decay of the network's parameters.
+        learning_rate: the optimizer's learning rate; needed only with ``head_lr_scale`` != 1.
+        head_lr_scale: the task heads' learning rate as a multiple of ``learning_rate`` (their own
+            group, so a schedule scales both). Why: with AdamW at 1e-3 a classification head's
+            small MLP moves a step's worth of its initial weight scale every few steps and fits
+            the labels from whatever the untrained encoder gives it; on the chest radiograph task
+            the training loss then sat at the label prior for 100-200 steps and the nodule label
+            was learned late or not at all on some seeds (docs/results.md, "The CXR stall"). 1
+            (the default) keeps one group for the whole network.
     """
-    groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    if head_lr_scale == 1.0:
+        groups: list[dict[str, Any]] = [{"params": trainable, "weight_decay": weight_decay}]
+    else:
+        if learning_rate is None or head_lr_scale <= 0:
+            raise ValueError(f"head_lr_scale={head_lr_scale} needs a positive scale and the learning_rate it scales")
+        heads = {id(p) for p in getattr(network, "module", network).heads.parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in heads], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if id(p) in heads], "weight_decay": weight_decay, "lr": learning_rate * head_lr_scale},
+        ]
     extra = list(weighting.optimizer_parameters())
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
