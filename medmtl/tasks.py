@@ -197,6 +197,8 @@ class TaskSpec:
         val_batch_size: the same for validation and evaluation (``val_batch_size``).
         share: relative step share where a bundle's ``task_shares`` has no entry (see
             ``MultiTaskLoader(shares=...)``).
+        head_lr_scale: the head's learning rate as a multiple of the bundle's ``learning_rate``
+            where its ``head_lr_scale`` has no entry for the task.
         pipeline_options: keyword arguments of :func:`medmtl.data.modality_transforms` for this
             task (e.g. ``{"spatial_size": [128, 128]}``; a CT task on patches rather than whole
             volumes: ``{"input": "patch"}``); a bundle's ``pipeline_options`` entry for the task
@@ -216,6 +218,7 @@ class TaskSpec:
     batch_size: int = 1
     val_batch_size: int = 1
     share: int = 1
+    head_lr_scale: float = 1.0
     pipeline_options: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -236,6 +239,8 @@ class TaskSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task {self.name!r}: {name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.head_lr_scale, bool) or not isinstance(self.head_lr_scale, (int, float)) or not self.head_lr_scale > 0:
+            raise ValueError(f"task {self.name!r}: head_lr_scale must be a positive number, got {self.head_lr_scale!r}")
         object.__setattr__(self, "pipeline_options", dict(self.pipeline_options))  # copied: later edits of the caller's dict do not reach the spec
         if len(self.patch_size) != self.spatial_dims:
             raise ValueError(f"task {self.name!r}: patch_size {self.patch_size} does not have {self.spatial_dims} dims")

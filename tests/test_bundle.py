@@ -149,6 +149,19 @@ def test_head_lr_scale_gives_the_heads_their_own_scheduled_rate(tiny: Path, tmp_
         optimizer_param_groups(net, parser.get_parsed_content("loss_weighting"), head_lr_scale=0.5)
 
 
+def test_head_lr_scale_per_task_scales_only_the_named_heads(tiny: Path, tmp_path: Path) -> None:
+    parser = train_config(tiny, tmp_path, head_lr_scale={"cxr_findings": 0.3, "not_trained": 0.5})
+    net, opt = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
+    rest, cxr = opt.param_groups  # the unnamed heads stay with the trunk (their registered scale is 1)
+    assert {id(p) for p in cxr["params"]} == {id(p) for p in net.heads["cxr_findings"].parameters()}
+    assert {id(p) for p in net.heads["ct_organ_seg"].parameters()} <= {id(p) for p in rest["params"]}
+    assert rest["lr"] == parser["learning_rate"] and cxr["lr"] == pytest.approx(0.3 * parser["learning_rate"])
+    weighting = parser.get_parsed_content("loss_weighting")
+    assert len(optimizer_param_groups(net, weighting, learning_rate=1e-3, head_lr_scale={"cxr_findings": 1})) == 1
+    with pytest.raises(ValueError, match="'ct_organ_seg'.*positive"):
+        optimizer_param_groups(net, weighting, learning_rate=1e-3, head_lr_scale={"ct_organ_seg": 0})
+
+
 def test_one_task_s_preprocessing_is_replaced_from_the_config(tiny: Path, tmp_path: Path) -> None:
     """``train#preprocessing#<task>`` is the task's pipeline: replacing the entry (another
     ``_target_``) or one of its arguments changes that task's dataset and no other."""

@@ -104,3 +104,5 @@ def test_a_spec_gets_its_kinds_metrics_and_loss_and_refuses_bad_defaults() -> No
     assert spec.options(None) == {"spatial_size": [8, 8]}
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         TaskSpec(name="x", modality="cxr", spatial_dims=2, kind="classification", class_names=("a", "b"), patch_size=(8, 8), batch_size=0)
+    with pytest.raises(ValueError, match="head_lr_scale must be a positive number"):
+        TaskSpec(name="x", modality="cxr", spatial_dims=2, kind="classification", class_names=("a", "b"), patch_size=(8, 8), head_lr_scale=0)

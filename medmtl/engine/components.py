@@ -157,7 +157,7 @@ def optimizer_param_groups(
     weighting: Any,
     weight_decay: float = 1e-5,
     learning_rate: float | None = None,
-    head_lr_scale: float = 1.0,
+    head_lr_scale: float | Mapping[str, float] = 1.0,
 ) -> list[dict[str, Any]]:
     """Parameter groups: the network, and the weighting's learnable weights without decay.
 
@@ -168,26 +168,42 @@ def optimizer_param_groups(
         network: the ``MultiTaskNet`` (or a DDP wrapper of one).
         weighting: the loss weighting.
         weight_decay: decay of the network's parameters.
-        learning_rate: the optimizer's learning rate; needed only with ``head_lr_scale`` != 1.
-        head_lr_scale: the task heads' learning rate as a multiple of ``learning_rate`` (their own
-            group, so a schedule scales both). Why: at 1e-3 the chest radiograph task's training
-            loss sat at the label prior for 90-180 steps and a label was then learned late or not
-            at all on some seeds; with only the head at 0.3x it no longer stalled as long
-            (docs/results.md, "The CXR stall"). 1 (the default) keeps one group for the whole
-            network.
+        learning_rate: the optimizer's learning rate; needed only when a head's scale is not 1.
+        head_lr_scale: a head's learning rate as a multiple of ``learning_rate``: one number for
+            every head, or ``{task: scale}`` (a task without an entry gets its registered
+            :attr:`~medmtl.tasks.TaskSpec.head_lr_scale`). Heads with a scale other than 1 get
+            their own group, so a schedule scales them with the rest. Why: at 1e-3 the chest
+            radiograph task's training loss sat at the label prior for 90-180 steps and a label
+            was then learned late or not at all on some seeds; with only its head at 0.3x it no
+            longer stalled as long, while the CT decoder (a head too) lost Dice at 0.3x
+            (docs/results.md, "The CXR stall"). All scales 1 keep one group for the whole network.
+
+    Raises:
+        ValueError: a scale is not positive, or one is not 1 and ``learning_rate`` is missing.
     """
     trainable = [p for p in network.parameters() if p.requires_grad]
-    if head_lr_scale == 1.0:
-        groups: list[dict[str, Any]] = [{"params": trainable, "weight_decay": weight_decay}]
+    heads = getattr(network, "module", network).heads
+    if isinstance(head_lr_scale, Mapping):
+        scales = per_task(head_lr_scale, list(heads), "head_lr_scale")
     else:
-        if learning_rate is None or head_lr_scale <= 0:
-            raise ValueError(f"head_lr_scale={head_lr_scale} needs a positive scale and the learning_rate it scales")
-        heads = {id(p) for p in getattr(network, "module", network).heads.parameters()}
-        groups = [
-            {"params": [p for p in trainable if id(p) not in heads], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if id(p) in heads], "weight_decay": weight_decay, "lr": learning_rate * head_lr_scale},
-        ]
-        groups = [g for g in groups if g["params"]]  # a frozen part leaves its group empty
+        scales = {task: head_lr_scale for task in heads}
+    for task, scale in scales.items():
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"head_lr_scale of {task!r} is {scale!r}; expected a positive number")
+    scaled = {task: float(s) for task, s in scales.items() if s != 1}
+    if scaled and learning_rate is None:
+        raise ValueError(f"head_lr_scale {scaled} needs the learning_rate it scales")
+    # one group per distinct scale, the unscaled parameters first: with every scale 1 this is the
+    # single group of earlier runs (same optimizer state layout, so their checkpoints resume)
+    group_of = {id(p): scaled[task] for task, head in heads.items() if task in scaled for p in head.parameters()}
+    by_scale: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    for p in trainable:
+        by_scale.setdefault(group_of.get(id(p), 1.0), []).append(p)
+    groups: list[dict[str, Any]] = [
+        {"params": params, "weight_decay": weight_decay, **({} if scale == 1.0 else {"lr": learning_rate * scale})}
+        for scale, params in by_scale.items()
+        if params  # a frozen trunk leaves the unscaled group empty
+    ]
     extra = list(weighting.optimizer_parameters())
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
@@ -309,7 +325,12 @@ def flag(value: bool | int | str | None, name: str = "flag") -> bool:
 
 
 #: Per-task bundle settings and the :class:`~medmtl.tasks.TaskSpec` field that gives a task's default.
-PER_TASK_DEFAULTS = {"batch_size": "batch_size", "val_batch_size": "val_batch_size", "task_shares": "share"}
+PER_TASK_DEFAULTS = {
+    "batch_size": "batch_size",
+    "val_batch_size": "val_batch_size",
+    "task_shares": "share",
+    "head_lr_scale": "head_lr_scale",
+}
 
 
 def per_task(values: Mapping[str, Any], tasks: Sequence[str], key: str) -> dict[str, Any]:
