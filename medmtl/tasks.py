@@ -39,6 +39,7 @@ __all__ = [
     "TASKS",
     "get_task",
     "import_task_plugins",
+    "is_positive_number",
     "register_kind",
     "register_task",
     "resolve_tasks",
@@ -172,6 +173,12 @@ register_kind(TaskKind("multilabel", ("label",), ("auc",), "auc", _bce_loss, mea
 register_kind(TaskKind("detection", ("boxes", "box_labels"), ("map", "froc"), "map", spatial_label=True))
 
 
+def is_positive_number(value: Any) -> bool:
+    """True for an int or float above 0 (``True`` is not a number here): the check of a learning-rate
+    scale, shared by the registry's default and the bundle's per-task value."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What one task is.
@@ -239,7 +246,7 @@ class TaskSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task {self.name!r}: {name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.head_lr_scale, bool) or not isinstance(self.head_lr_scale, (int, float)) or not self.head_lr_scale > 0:
+        if not is_positive_number(self.head_lr_scale):
             raise ValueError(f"task {self.name!r}: head_lr_scale must be a positive number, got {self.head_lr_scale!r}")
         object.__setattr__(self, "pipeline_options", dict(self.pipeline_options))  # copied: later edits of the caller's dict do not reach the spec
         if len(self.patch_size) != self.spatial_dims:

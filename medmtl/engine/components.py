@@ -28,7 +28,7 @@ from medmtl.engine.checkpoint import latest_checkpoint
 from medmtl.engine.delta_m import load_baselines
 from medmtl.engine.evaluator import TaskChainLoader
 from medmtl.errors import ConfigError
-from medmtl.tasks import TaskSpec, get_task, import_task_plugins, resolve_tasks
+from medmtl.tasks import TaskSpec, get_task, import_task_plugins, is_positive_number, resolve_tasks
 
 __all__ = [
     "attach_checkpointing",
@@ -190,17 +190,16 @@ def optimizer_param_groups(
     else:
         scales = {task: head_lr_scale for task in heads}
     for task, scale in scales.items():
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        if not is_positive_number(scale):
             raise ValueError(f"head_lr_scale of {task!r} is {scale!r}; expected a positive number")
-    scaled = {task: float(s) for task, s in scales.items() if s != 1}
-    if scaled and learning_rate is None:
-        raise ValueError(f"head_lr_scale {scaled} needs the learning_rate it scales")
+    scale_of = {id(p): float(s) for task, s in scales.items() if s != 1 for p in heads[task].parameters()}
+    if scale_of and learning_rate is None:
+        raise ValueError(f"head_lr_scale {scales} needs the learning_rate it scales")
     # one group per distinct scale, the unscaled parameters first: with every scale 1 this is the
     # single group of earlier runs (same optimizer state layout, so their checkpoints resume)
-    group_of = {id(p): scaled[task] for task, head in heads.items() if task in scaled for p in head.parameters()}
     by_scale: dict[float, list[torch.nn.Parameter]] = {1.0: []}
     for p in trainable:
-        by_scale.setdefault(group_of.get(id(p), 1.0), []).append(p)
+        by_scale.setdefault(scale_of.get(id(p), 1.0), []).append(p)
     groups: list[dict[str, Any]] = [
         {"params": params, "weight_decay": weight_decay, **({} if scale == 1.0 else {"lr": learning_rate * scale})}
         for scale, params in by_scale.items()
