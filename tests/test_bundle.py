@@ -30,7 +30,7 @@ from medmtl.engine.metrics import summary_key
 from medmtl.errors import CheckpointError, ConfigError
 from medmtl.tasks import TASKS, TaskSpec, get_task
 
-TRAIN, EVALUATE = CONFIGS / "train.json", CONFIGS / "evaluate.json"
+TRAIN, EVALUATE, POSTPROCESS = CONFIGS / "train.json", CONFIGS / "evaluate.json", CONFIGS / "postprocess.json"
 MULTI_GPU_TRAIN, MULTI_GPU_EVALUATE = CONFIGS / "multi_gpu_train.json", CONFIGS / "multi_gpu_evaluate.json"
 METADATA, SCHEMA = CONFIGS / "metadata.json", CONFIGS / "metadata_schema.json"
 
@@ -272,6 +272,29 @@ def test_evaluate_writes_test_metrics(trained: Path, tiny: Path) -> None:
     # model.pt carries the settings that shaped the network and its preprocessing
     saved = torch.load(trained / "models" / "model.pt", weights_only=True)["config"]
     assert saved["channels"] == SHRINK["channels"] and saved["pipeline_options"]["cxr_findings"]["spatial_size"] == [64, 64]
+
+
+@pytest.mark.slow
+def test_postprocessing_is_chosen_on_validation_and_applied_on_test(trained: Path, tiny: Path, tmp_path: Path) -> None:
+    root = tmp_path / "postprocessed"
+    (root / "models").mkdir(parents=True)
+    shutil.copy(trained / "models" / "model.pt", root / "models" / "model.pt")
+    overrides = {"bundle_root": str(root), "dataset_dir": str(tiny), **SHRINK}
+    check(bundle_run([TRAIN, EVALUATE, POSTPROCESS], overrides))
+    choice = json.loads((root / "models" / "postprocessing.json").read_text())
+    entry = choice["tasks"]["ct_organ_seg"]
+    assert choice["section"] == "validation" and set(entry["dice"]) == {"lung", "liver", "spleen", "kidney"}
+    assert set(entry["largest_component"]) <= set(entry["dice"]) and entry["cases"] >= 1
+    # no second choice over the first unless asked
+    again = bundle_run([TRAIN, EVALUATE, POSTPROCESS], overrides)
+    assert again.returncode != 0 and "postprocessing.json exists" in again.stdout + again.stderr
+    # the test evaluation applies it ("auto") and says so beside its numbers; "none" does not
+    check(bundle_run([TRAIN, EVALUATE], overrides))
+    applied = json.loads((root / "eval" / "metrics_test.json").read_text())["postprocessing"]
+    expected = {"ct_organ_seg": {"largest_component": entry["largest_component"]}} if entry["largest_component"] else {}
+    assert applied == expected
+    check(bundle_run([TRAIN, EVALUATE], {**overrides, "largest_component": "none", "overwrite": True}))
+    assert json.loads((root / "eval" / "metrics_test.json").read_text())["postprocessing"] == {}
 
 
 @pytest.mark.slow

@@ -250,10 +250,13 @@ def test_run_bookkeeping_failure_skip_and_resume(tmp_path):
         ]["weighting"]
         == "pcgrad"
     )
-    # command.sh replays the row: its training, then the test evaluation of the selected model
+    # command.sh replays the row: its training, the postprocessing chosen on validation, then the
+    # test evaluation of the selected model with it
     replay = (row_dir(out, "sharing.soft") / "command.sh").read_text().splitlines()
-    assert [line.split(" --config_file ")[0] for line in replay[1:]] == ["python -m monai.bundle run"] * 2
-    assert "evaluate.json" not in replay[1] and "evaluate.json" in replay[2] and "--overwrite true" in replay[2]
+    assert [line.split(" --config_file ")[0] for line in replay[1:]] == ["python -m monai.bundle run"] * 3
+    assert "evaluate.json" not in replay[1] and "--overwrite true" in replay[2] and "--overwrite true" in replay[3]
+    assert "evaluate.json" in replay[2] and "postprocess.json" in replay[2]
+    assert "evaluate.json" in replay[3] and "postprocess.json" not in replay[3]
     assert len(calls) == len(suite.rows) - 1
     done = [e for e in manifest.rows.values() if e["status"] == "done"]
     assert done and all(e["cpu_seconds"] >= 0.02 for e in done)

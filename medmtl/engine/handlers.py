@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,22 @@ class MetricsWriter:
         output_path: the JSON file (parent folders are created).
         key_metric_name: name of the evaluator's key metric.
         cases_path: where to write the per-case records (default: not written).
+        postprocessing: the per-task postprocessing options the evaluator's metrics applied
+            (:func:`medmtl.engine.postprocessing.largest_component_options`), recorded as
+            ``"postprocessing"`` so that the numbers say what they were computed on.
     """
 
-    def __init__(self, output_path: str | Path, key_metric_name: str = "val_score", cases_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        output_path: str | Path,
+        key_metric_name: str = "val_score",
+        cases_path: str | Path | None = None,
+        postprocessing: Mapping[str, Any] | None = None,
+    ) -> None:
         self.output_path = Path(output_path)
         self.key_metric_name = key_metric_name
         self.cases_path = Path(cases_path) if cases_path else None
+        self.postprocessing = None if postprocessing is None else dict(postprocessing)
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -89,6 +100,8 @@ class MetricsWriter:
         }
         if delta:
             payload["delta_m"] = delta
+        if self.postprocessing is not None:
+            payload["postprocessing"] = self.postprocessing
         if self.cases_path is not None:
             write_json_atomic(self.cases_path, {"epoch": int(engine.state.epoch), "tasks": details.get("cases", {})})
         write_json_atomic(self.output_path, payload)

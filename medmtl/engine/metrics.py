@@ -53,6 +53,7 @@ from monai.metrics import (
 from monai.metrics.froc import compute_froc_curve_data, compute_froc_score
 from monai.networks.utils import one_hot
 
+from medmtl.engine.postprocessing import keep_largest_component, largest_component_transform
 from medmtl.tasks import TaskSpec
 
 __all__ = [
@@ -241,11 +242,14 @@ class SegmentationMetrics(TaskMetrics):
     Args:
         spec: a ``segmentation`` task.
         include_hd95: compute HD95 (default: when ``"hd95"`` is in ``spec.metrics``).
+        largest_component: classes whose prediction keeps only its largest connected component
+            before scoring (:mod:`medmtl.engine.postprocessing`, chosen on validation).
     """
 
-    def __init__(self, spec: TaskSpec, include_hd95: bool | None = None) -> None:
+    def __init__(self, spec: TaskSpec, include_hd95: bool | None = None, largest_component: Sequence[str] = ()) -> None:
         super().__init__(spec)
         self.include_hd95 = "hd95" in spec.metrics if include_hd95 is None else include_hd95
+        self.largest_component = largest_component_transform(spec, largest_component)
         self.organs = spec.class_names[1:]
         self.dice = DiceMetric(include_background=False, reduction="mean_batch")
         self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
@@ -282,6 +286,7 @@ class SegmentationMetrics(TaskMetrics):
         if target.ndim != pred.ndim or target.shape[1] != 1:
             raise ValueError(f"target must be a label map (B, 1, *spatial), got {tuple(target.shape)}")
         labels = pred if pred.shape[1] == 1 else pred.argmax(dim=1, keepdim=True)
+        labels = keep_largest_component(labels, self.largest_component)
         pred_oh = one_hot(labels.long(), num_classes, dim=1)
         target_oh = one_hot(target.long(), num_classes, dim=1)
         self.dice(pred_oh, target_oh)

@@ -289,9 +289,10 @@ def bundle_overrides(
 
 
 def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | None = None) -> str:
-    """The row as a shell script: the ``python -m monai.bundle run`` training command, then the
-    evaluation of its selected model on ``test`` (what :func:`_train_and_test` runs), with the
-    row's thread count, so that replaying it reproduces the row's numbers."""
+    """The row as a shell script: the ``python -m monai.bundle run`` training command, the choice
+    of the selected model's postprocessing on ``validation``, then its evaluation on ``test`` (what
+    :func:`_train_and_test` runs), with the row's thread count, so that replaying it reproduces
+    the row's numbers."""
 
     def line(config: str, values: Mapping[str, Any]) -> str:
         parts = ["python", "-m", "monai.bundle", "run", "--config_file", config]
@@ -300,21 +301,26 @@ def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | Non
         env = f"OMP_NUM_THREADS={threads} " if threads else ""
         return env + " ".join(shlex.quote(p) for p in parts)
 
-    evaluate_files, evaluate_overrides = _test_evaluation(config_file, overrides)
     return "\n".join(
         [
-            "# replay of this row (pass another --bundle_root to keep its results): train, then test",
+            "# replay of this row (pass another --bundle_root to keep its results): train, choose the postprocessing on validation, test",
             line(str(config_file), overrides),
-            line(json.dumps(evaluate_files), evaluate_overrides),
+            *(line(json.dumps(files), values) for files, values in (_evaluation(config_file, overrides, step) for step in EVALUATION_STEPS)),
         ]
     )
 
 
-def _test_evaluation(config_file: Path, overrides: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Config files and overrides of a row's test evaluation: ``evaluate.json`` over the training
-    config, never resuming, and overwriting a partial earlier evaluation (a rerun after an
-    interruption replaces it)."""
-    return [str(config_file), str(config_file.parent / "evaluate.json")], {**overrides, "resume": False, "overwrite": True}
+#: The config files merged over ``train.json`` and ``evaluate.json`` by each evaluation of a
+#: trained row, in order: the postprocessing chosen on validation, then the test evaluation.
+EVALUATION_STEPS = (("postprocess.json",), ())
+
+
+def _evaluation(config_file: Path, overrides: Mapping[str, Any], extra: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Config files and overrides of an evaluation of the row's selected model: ``evaluate.json``
+    (and ``extra`` configs beside it) over the training config, never resuming, and overwriting a
+    partial earlier evaluation (a rerun after an interruption replaces it)."""
+    files = [str(config_file), *(str(config_file.parent / name) for name in ("evaluate.json", *extra))]
+    return files, {**overrides, "resume": False, "overwrite": True}
 
 
 @contextlib.contextmanager
@@ -378,20 +384,21 @@ def _run_workflow(
             gc.collect()
 
 
-def _evaluate_test(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> None:
-    """Evaluate the row's selected model (``models/model.pt``, best validation score) on ``test``.
+def _evaluate(config_file: Path, overrides: Mapping[str, Any], log_file: Path, extra: Sequence[str] = ()) -> None:
+    """Evaluate the row's selected model (``models/model.pt``, best validation score).
 
-    Runs the bundle's ``evaluate.json`` over ``train.json`` (as ``python -m monai.bundle run
-    --config_file "['train.json','evaluate.json']"`` does); it writes ``eval/metrics_test.json``.
-    Selection therefore uses the validation section only and the reported numbers come from a
-    section the run never saw.
+    Runs the bundle's ``evaluate.json`` (and the ``extra`` configs) over ``train.json``, as
+    ``python -m monai.bundle run --config_file "['train.json','evaluate.json']"`` does: with
+    ``postprocess.json`` it chooses the postprocessing on ``validation`` (``models/postprocessing.json``),
+    without it writes ``eval/metrics_test.json`` with that postprocessing. Selection therefore
+    uses the validation section only and the reported numbers come from a section the run never saw.
     """
     from monai.bundle import ConfigWorkflow
 
     workflow = None
     with _logging_to(log_file):
         try:
-            files, evaluate_overrides = _test_evaluation(config_file, overrides)
+            files, evaluate_overrides = _evaluation(config_file, overrides, extra)
             workflow = ConfigWorkflow(config_file=files, logging_file=False, workflow_type=None, **evaluate_overrides)
             workflow.initialize()
             workflow.run()
@@ -402,9 +409,11 @@ def _evaluate_test(config_file: Path, overrides: Mapping[str, Any], log_file: Pa
 
 
 def _train_and_test(config_file: Path, overrides: Mapping[str, Any], log_file: Path) -> dict[str, int]:
-    """The default row executor: train and validate (:func:`_run_workflow`), then test."""
+    """The default row executor: train and validate (:func:`_run_workflow`), then each of
+    :data:`EVALUATION_STEPS` (postprocessing chosen on validation, test)."""
     params = _run_workflow(config_file, overrides, log_file)
-    _evaluate_test(config_file, overrides, log_file)
+    for extra in EVALUATION_STEPS:
+        _evaluate(config_file, overrides, log_file, extra)
     return params
 
 

@@ -78,23 +78,29 @@ class TaskDispatchd(Transform):
         return self.transforms[task](data)
 
 
-def task_postprocessing(preprocessing: Mapping[str, Compose]) -> dict[str, Compose]:
+def task_postprocessing(
+    preprocessing: Mapping[str, Compose], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Compose]:
     """``{task: Compose}`` turning one item's raw prediction into its final form.
 
     The raw prediction is ``pred`` (logits without batch dim) or, for detection, ``boxes`` /
     ``labels`` / ``labels_scores``; the item still holds its preprocessed ``image``. Each task's
     kind builds its chain (:meth:`medmtl.engine.kinds.EngineKind.postprocessing`):
 
-    - segmentation: argmax, then ``Invertd`` through the task's pipeline (nearest neighbour), so
-      ``pred`` is a ``(1, *input_spatial)`` label map on the input's grid;
+    - segmentation: argmax, the ``largest_component`` classes of its options reduced to their
+      largest connected component (:mod:`medmtl.engine.postprocessing`), then ``Invertd`` through
+      the task's pipeline (nearest neighbour), so ``pred`` is a ``(1, *input_spatial)`` label map
+      on the input's grid;
     - classification / multilabel: softmax / sigmoid probabilities;
     - detection: boxes mapped to the stored image (:class:`~medmtl.data.transforms.BoxesToStoredGridd`).
 
     Args:
         preprocessing: the ``{task: pipeline}`` the items went through (inverted for masks).
+        options: ``{task: kwargs}`` of the kinds' postprocessing (from
+            :func:`~medmtl.engine.postprocessing.largest_component_options`).
     """
     out = {}
     for task, pipeline in preprocessing.items():
         spec = get_task(task)
-        out[task] = engine_kind(spec).postprocessing(spec, pipeline)
+        out[task] = engine_kind(spec).postprocessing(spec, pipeline, **(options or {}).get(task, {}))
     return out

@@ -85,8 +85,9 @@ class EngineKind:
         """One item's raw prediction as the fields its postprocessing reads (``pred``: logits)."""
         return {"pred": prediction.detach().float().cpu()}
 
-    def postprocessing(self, spec: TaskSpec, preprocessing: Compose) -> Compose:
-        """Turns an item's raw prediction into its final form (``preprocessing``: the item's pipeline)."""
+    def postprocessing(self, spec: TaskSpec, preprocessing: Compose, **options: Any) -> Compose:
+        """Turns an item's raw prediction into its final form (``preprocessing``: the item's
+        pipeline; ``options``: the task's own, e.g. segmentation's ``largest_component``)."""
         raise NotImplementedError
 
     def record(self, spec: TaskSpec, data: Mapping[str, Any], writer: PredictionWriter) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.transforms import AsDiscreted, Compose, Invertd
+from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnectedComponentd
 
 from medmtl.engine.kinds.base import EngineKind
 from medmtl.engine.metrics import SegmentationMetrics
+from medmtl.engine.postprocessing import largest_component_labels
 from medmtl.tasks import TaskSpec
 
 __all__ = ["Segmentation", "default_inferer"]
@@ -28,10 +29,17 @@ class Segmentation(EngineKind):
         # whole volumes of any size: the network is trained on patches
         return given or default_inferer(spec)
 
-    def postprocessing(self, spec, preprocessing):
-        # argmax, then back through the task's pipeline to the input's grid (nearest neighbour)
+    def postprocessing(self, spec, preprocessing, largest_component=()):
+        # argmax, the chosen classes reduced to their largest component on the network's grid
+        # (where evaluation scores them), then back through the task's pipeline to the input's
+        # grid (nearest neighbour)
+        keep = (
+            [KeepLargestConnectedComponentd("pred", largest_component_labels(spec, largest_component), is_onehot=False, independent=True)]
+            if largest_component
+            else []
+        )
         return Compose(
-            [AsDiscreted("pred", argmax=True), Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True)]
+            [AsDiscreted("pred", argmax=True), *keep, Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True)]
         )
 
     def record(self, spec, data, writer):
