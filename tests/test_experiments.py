@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import math
 import time
 from dataclasses import replace
@@ -16,6 +17,7 @@ from medmtl.engine.metrics import DEFAULT_FP_RATES, summary_key
 from medmtl.errors import ConfigError
 from medmtl.experiments import (
     bundle_overrides,
+    evaluate_rows,
     get_suite,
     row_dir,
     run_suite,
@@ -25,7 +27,7 @@ from medmtl.experiments.compare import references
 from medmtl.experiments.intervals import VERDICTS, seed_interval
 from medmtl.experiments.records import row_delta_m
 from medmtl.experiments.report import headline
-from medmtl.experiments.runner import Manifest, _check_suite_dir
+from medmtl.experiments.runner import Manifest, _check_suite_dir, default_config_file
 from medmtl.experiments.suites import (
     ALL_TASKS,
     CENTRAL_TASK,
@@ -287,6 +289,43 @@ def test_a_folder_takes_another_suite_only_with_the_same_runs(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"defines its rows weighting\.equal@s1 otherwise"):
         _check_suite_dir(tmp_path, replace(full, rows=changed))
+
+
+def test_evaluate_only_runs_the_evaluation_steps_of_the_finished_rows_again(tmp_path):
+    """``evaluate_rows`` trains nothing: each finished row gets the postprocessing choice, then the
+    test evaluation, from its recorded overrides, and a command.sh that replays them."""
+    suite = get_suite("smoke")
+    data = tmp_path / "data_src"
+    data.mkdir()
+    (data / "datalist.json").write_text("{}")
+    calls: list[tuple[str, bool]] = []
+    out = tmp_path / "out"
+    run_suite(suite, out, only=["single.nodule_malignancy", "single.cxr_findings"], dataset_dir=data, execute=_fake_executor(calls, set()))
+    for name in ("single.nodule_malignancy", "single.cxr_findings"):  # as written before the choice existed
+        (row_dir(out, name) / "command.sh").write_text("# train\n# test\n")
+    steps: list[tuple[str, tuple[str, ...]]] = []
+
+    def evaluate(config_file, overrides, log_file, extra):
+        steps.append((Path(overrides["bundle_root"]).name, tuple(extra)))
+        assert log_file == Path(overrides["bundle_root"]) / "train.log"
+
+    evaluated = evaluate_rows(suite, out, config_file=default_config_file(), threads=1, evaluate=evaluate)
+    # in suite order, only the finished rows; each the choice, then the test evaluation
+    assert evaluated == [r.name for r in suite.rows if r.name in ("single.nodule_malignancy", "single.cxr_findings")]
+    assert steps == [(name, step) for name in evaluated for step in (("postprocess.json",), ())]
+    replay = (row_dir(out, "single.cxr_findings") / "command.sh").read_text().splitlines()
+    assert len(replay) == 4 and "postprocess.json" in replay[2] and replay[3].startswith("OMP_NUM_THREADS=1 ")
+    assert evaluate_rows(suite, out, only=["single.ct_organ_seg"], evaluate=evaluate) == []  # not finished
+    # a copied folder's rows name the original's folders: refused before any evaluation
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    steps.clear()
+    with pytest.raises(ConfigError, match="not this row's folder"):
+        evaluate_rows(suite, copy, evaluate=evaluate)
+    assert steps == []
+    (row_dir(out, "single.cxr_findings") / "row.json").write_text("{}")
+    with pytest.raises(ConfigError, match="row.json: cannot read the row's overrides"):
+        evaluate_rows(suite, out, evaluate=evaluate)
 
 
 def test_pinned_best_runs_the_rows_that_use_it_without_the_candidates(tmp_path):

@@ -12,7 +12,7 @@ run and resume, :mod:`medmtl.experiments.report` for the outputs, and ``docs/res
 from __future__ import annotations
 
 from medmtl.experiments.report import write_report
-from medmtl.experiments.runner import bundle_overrides, resolve_best, row_dir, run_suite
+from medmtl.experiments.runner import bundle_overrides, evaluate_rows, resolve_best, row_dir, run_suite
 from medmtl.experiments.suites import SUITES, Row, Suite, get_suite
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Row",
     "Suite",
     "bundle_overrides",
+    "evaluate_rows",
     "get_suite",
     "resolve_best",
     "row_dir",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from medmtl.errors import MedMTLError
 from medmtl.experiments.report import write_report
-from medmtl.experiments.runner import Manifest, run_suite
+from medmtl.experiments.runner import Manifest, evaluate_rows, run_suite
 from medmtl.experiments.suites import SUITES, get_suite
 
 logger = logging.getLogger("medmtl.experiments")
@@ -87,11 +87,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="only write the report of the finished rows",
     )
     parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: run the evaluation of the finished rows again (the postprocessing "
+        "chosen on validation, then test) with this version, e.g. for rows evaluated before the "
+        "postprocessing step existed; then the report",
+    )
+    parser.add_argument(
         "--no-report", action="store_true", help="run the rows, skip the report"
     )
     args = parser.parse_args(argv)
     if not args.list and args.out is None:
         parser.error("--out is required unless --list")
+    if args.report_only and args.evaluate_only:
+        parser.error("--report-only and --evaluate-only exclude each other")
     return args
 
 
@@ -146,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         failed = []
-        if not args.report_only:
+        if args.evaluate_only:
+            evaluated = evaluate_rows(suite, args.out, only=only, config_file=args.config, threads=args.threads)
+            logger.info("evaluated again: %d rows", len(evaluated))
+        elif not args.report_only:
             manifest = run_suite(
                 suite,
                 args.out,

@@ -60,6 +60,7 @@ __all__ = [
     "Manifest",
     "bundle_overrides",
     "default_config_file",
+    "evaluate_rows",
     "pin_best",
     "resolve_best",
     "row_dir",
@@ -415,6 +416,62 @@ def _train_and_test(config_file: Path, overrides: Mapping[str, Any], log_file: P
     for extra in EVALUATION_STEPS:
         _evaluate(config_file, overrides, log_file, extra)
     return params
+
+
+def evaluate_rows(
+    suite: Suite,
+    out: str | Path,
+    only: Sequence[str] | None = None,
+    config_file: str | Path | None = None,
+    threads: int | None = None,
+    evaluate: Callable[[Path, Mapping[str, Any], Path, Sequence[str]], None] | None = None,
+) -> list[str]:
+    """Run :data:`EVALUATION_STEPS` again on the finished rows of ``out``, without training.
+
+    For a folder whose rows were evaluated by an earlier version (before the postprocessing
+    choice existed, for example): each finished row (of ``only`` when given) gets its selected
+    model's postprocessing chosen on ``validation`` and its ``test`` metrics and per-case records
+    written again by the current code, from the overrides in its ``row.json``, and its
+    ``command.sh`` rewritten to replay that. The manifest (training times) is left as it is.
+
+    Args:
+        suite, out, only, config_file: as for :func:`run_suite`.
+        threads: the thread count ``command.sh`` records.
+        evaluate: runs one step ``(config_file, overrides, log_file, extra_configs)``; default
+            :func:`_evaluate` (replaceable for tests of the bookkeeping).
+
+    Returns:
+        The rows evaluated, in suite order.
+
+    Raises:
+        ConfigError: a finished row whose ``row.json`` cannot be read or names another folder as
+            its ``bundle_root`` (a copied or moved folder), before any row is evaluated.
+    """
+    out = Path(out)
+    config_file = Path(config_file) if config_file else default_config_file()
+    manifest = Manifest(out / "runs.json")
+    rows = [r for r in suite.select(only, best_chosen=manifest.best is not None) if manifest.done(r.name)]
+    run = evaluate or _evaluate
+    recorded = {}
+    for row in rows:  # every row checked before any is evaluated
+        path = row_dir(out, row)
+        try:
+            overrides = json.loads((path / "row.json").read_text())["overrides"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"{path / 'row.json'}: cannot read the row's overrides ({type(e).__name__}: {e})") from e
+        if Path(overrides.get("bundle_root", "")).resolve() != path.resolve():
+            # a copied or moved folder: its overrides would evaluate (and overwrite) the original
+            raise ConfigError(
+                f"{path / 'row.json'}: its bundle_root is {overrides.get('bundle_root')!r}, not this row's folder "
+                "(the folder was copied or moved); evaluate the rows where they were trained"
+            )
+        recorded[row.name] = path, overrides
+    for i, (name, (path, overrides)) in enumerate(recorded.items(), 1):
+        logger.info("[%d/%d] %s: evaluating again", i, len(recorded), name)
+        for extra in EVALUATION_STEPS:
+            run(config_file, overrides, path / "train.log", extra)
+        (path / "command.sh").write_text(_command(config_file, overrides, threads) + "\n")
+    return [r.name for r in rows]
 
 
 def _cpu_timed(run: Callable[..., dict[str, int]], *args: Any) -> tuple[dict[str, int], float]:
