@@ -295,6 +295,10 @@ def test_postprocessing_is_chosen_on_validation_and_applied_on_test(trained: Pat
     assert applied == expected
     check(bundle_run([TRAIN, EVALUATE], {**overrides, "largest_component": "none", "overwrite": True}))
     assert json.loads((root / "eval" / "metrics_test.json").read_text())["postprocessing"] == {}
+    # another model.pt in the folder (trained again into it) is not evaluated with this choice
+    shutil.copy(trained / "models" / "checkpoint_epoch=1.pt", root / "models" / "model.pt")
+    stale = bundle_run([TRAIN, EVALUATE], {**overrides, "overwrite": True})
+    assert stale.returncode != 0 and "chosen for another model" in stale.stdout + stale.stderr
 
 
 @pytest.mark.slow

@@ -54,7 +54,10 @@ def test_keeping_the_spleen_s_largest_component_removes_its_fragment_and_nothing
 
 
 def test_the_choice_on_validation_keeps_single_organs_and_never_two_part_ones(tmp_path: Path) -> None:
-    choice = LargestComponentChoice(tmp_path / "models" / "postprocessing.json")
+    model = tmp_path / "models" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    choice = LargestComponentChoice(tmp_path / "models" / "postprocessing.json", model_path=model)
     pred, truth = _case()
     logits = torch.nn.functional.one_hot(pred[:, 0], 5).permute(0, 4, 1, 2, 3).float()
     engine = SimpleNamespace(state=SimpleNamespace(output=[{"task": "ct_organ_seg", "pred": logits, "target": truth},
@@ -69,8 +72,12 @@ def test_the_choice_on_validation_keeps_single_organs_and_never_two_part_ones(tm
     assert entry["dice"]["spleen"]["largest_component"] > entry["dice"]["spleen"]["as_predicted"]
     assert entry["dice"]["kidney"]["largest_component"] < entry["dice"]["kidney"]["as_predicted"]
     # "auto" reads it back as the metrics' and inference's per-task options
-    options = largest_component_options("auto", tmp_path / "models" / "postprocessing.json", ["ct_organ_seg", "cxr_findings"])
+    options = largest_component_options("auto", tmp_path / "models" / "postprocessing.json", ["ct_organ_seg", "cxr_findings"], model)
     assert options == {"ct_organ_seg": {"largest_component": ["liver", "spleen"]}}
+    # a model trained again into the same folder does not inherit the old model's choice
+    model.write_bytes(b"other weights")
+    with pytest.raises(ConfigError, match="chosen for another model than .*model.pt.*--largest_component none"):
+        largest_component_options("auto", tmp_path / "models" / "postprocessing.json", ["ct_organ_seg"], model)
 
 
 def test_the_setting_names_what_is_wrong(tmp_path: Path) -> None:

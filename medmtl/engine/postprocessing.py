@@ -8,10 +8,13 @@ classes it applies to are decided per class on the validation section of a train
 
 1. ``postprocess.json`` (over ``train.json`` and ``evaluate.json``) runs the selected model on
    ``validation`` with :class:`LargestComponentChoice` attached, which scores every case with and
-   without the removal and writes ``models/postprocessing.json`` (:data:`POSTPROCESSING_FILE`);
+   without the removal and writes ``models/postprocessing.json``, with the SHA-256 of the
+   ``model.pt`` it was chosen for;
 2. ``evaluate.json`` and ``inference.json`` resolve the bundle setting ``largest_component``
    (:func:`largest_component_options`): ``"auto"`` applies what that file chose (nothing when the
-   model has none), ``{task: [class, ...]}`` names the classes, ``{}`` applies none.
+   model has none; a named error when it was chosen for another ``model.pt``, e.g. after
+   training again into the same folder), ``{task: [class, ...]}`` names the classes, ``"none"``
+   applies none.
 
 A class is chosen when removal does not lower its mean validation Dice over the cases that hold
 it. Ties count as chosen, unlike nnU-Net's strict improvement: a class that is one piece in every
@@ -25,6 +28,7 @@ network's grid, where evaluation scores it, before inference inverts it to the i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -44,8 +48,8 @@ from medmtl.errors import ConfigError
 from medmtl.tasks import TaskSpec, get_task
 
 __all__ = [
-    "POSTPROCESSING_FILE",
     "LargestComponentChoice",
+    "file_sha256",
     "keep_largest_component",
     "largest_component_labels",
     "largest_component_options",
@@ -53,10 +57,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The choice :class:`LargestComponentChoice` writes beside the model (``models/``).
-POSTPROCESSING_FILE = "postprocessing.json"
-
 
 def largest_component_labels(spec: TaskSpec, classes: Sequence[str], where: str = "largest_component") -> list[int]:
     """The label values of ``classes`` in the task's label maps; ``where`` names the setting in
@@ -91,18 +91,40 @@ def _segmentation_spec(task: str, where: str) -> TaskSpec:
     return spec
 
 
-def _read_choice(path: Path) -> dict[str, list[str]]:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in blocks: checkpoints are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_choice(path: Path, model_path: str | Path | None) -> dict[str, list[str]]:
     try:
         data = json.loads(path.read_text())
-        return {task: list(entry["largest_component"]) for task, entry in data["tasks"].items()}
+        chosen = {task: list(entry["largest_component"]) for task, entry in data["tasks"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(
             f"{path}: not a postprocessing choice ({type(e).__name__}: {e}); expected "
             '{"tasks": {task: {"largest_component": [class, ...]}}} as postprocess.json writes it'
         ) from e
+    recorded = data.get("model_sha256")
+    if model_path is not None and recorded is not None and Path(model_path).is_file() and recorded != file_sha256(model_path):
+        # a choice left beside a model trained again into the same folder is not this model's
+        raise ConfigError(
+            f"{path} was chosen for another model than {model_path} (SHA-256 differs); run postprocess.json "
+            "again with --overwrite true, or pass --largest_component none"
+        )
+    return chosen
 
 
-def largest_component_options(setting: str | Mapping[str, Sequence[str]], choice_file: str | Path, tasks: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+def largest_component_options(
+    setting: str | Mapping[str, Sequence[str]],
+    choice_file: str | Path,
+    tasks: Sequence[str],
+    model_path: str | Path | None = None,
+) -> dict[str, dict[str, list[str]]]:
     """The bundle setting ``largest_component`` as ``{task: {"largest_component": [class, ...]}}``,
     the per-task options of the evaluator's metrics and of inference's postprocessing.
 
@@ -112,17 +134,20 @@ def largest_component_options(setting: str | Mapping[str, Sequence[str]], choice
         choice_file: ``models/postprocessing.json`` of the model.
         tasks: the tasks the network has; entries for others are ignored, like other per-task
             settings.
+        model_path: the ``model.pt`` being evaluated; ``"auto"`` refuses a choice file written
+            for another one.
 
     Raises:
         ConfigError: an unknown setting, a task that is not segmentation, a class the task does
-            not have, or a choice file that cannot be read (each naming what is wrong).
+            not have, a choice file that cannot be read or was chosen for another model (each
+            naming what is wrong).
     """
     path = Path(choice_file)
     if setting == "auto":
         if not path.is_file():
             logger.info("largest_component 'auto': %s does not exist, so no class keeps only its largest component", path)
             return {}
-        chosen, where = _read_choice(path), str(path)
+        chosen, where = _read_choice(path, model_path), str(path)
     elif setting == "none":
         return {}
     elif isinstance(setting, Mapping):
@@ -153,12 +178,14 @@ class LargestComponentChoice:
          "tasks": {task: {"largest_component": [...], "cases": n,
                           "dice": {class: {"as_predicted": d0, "largest_component": d1}}}}}
 
-    Distributed runs gather the per-case scores of every rank first.
+    With ``model_path`` the file also holds ``"model_sha256"``, which ``"auto"`` checks against
+    the model it evaluates. Distributed runs gather the per-case scores of every rank first.
     """
 
-    def __init__(self, output_path: str | Path, section: str = "validation") -> None:
+    def __init__(self, output_path: str | Path, section: str = "validation", model_path: str | Path | None = None) -> None:
         self.output_path = Path(output_path)
         self.section = section
+        self.model_path = model_path
         self._dice: dict[str, tuple[DiceMetric, DiceMetric]] = {}
         self._removal: dict[str, KeepLargestConnectedComponent | None] = {}
 
@@ -212,14 +239,14 @@ class LargestComponentChoice:
         tasks = self.choice()
         if not is_rank_zero():
             return
-        write_json_atomic(
-            self.output_path,
-            {
-                "section": self.section,
-                "criterion": "mean Dice of the class over the cases that hold it is not lower with only its largest component",
-                "tasks": tasks,
-            },
-        )
+        payload: dict[str, Any] = {
+            "section": self.section,
+            "criterion": "mean Dice of the class over the cases that hold it is not lower with only its largest component",
+            "tasks": tasks,
+        }
+        if self.model_path is not None:
+            payload["model_sha256"] = file_sha256(self.model_path)
+        write_json_atomic(self.output_path, payload)
         logger.info("largest-component choice on %s written to %s: %s", self.section, self.output_path,
                     {t: v["largest_component"] for t, v in tasks.items()})
 
