@@ -316,6 +316,16 @@ def test_evaluate_only_runs_the_evaluation_steps_of_the_finished_rows_again(tmp_
     replay = (row_dir(out, "single.cxr_findings") / "command.sh").read_text().splitlines()
     assert len(replay) == 4 and "postprocess.json" in replay[2] and replay[3].startswith("OMP_NUM_THREADS=1 ")
     assert evaluate_rows(suite, out, only=["single.ct_organ_seg"], evaluate=evaluate) == []  # not finished
+    # a training config without the evaluation configs beside it: refused before anything runs
+    lone = tmp_path / "cfg" / "train.json"
+    lone.parent.mkdir()
+    shutil.copy(default_config_file(), lone)
+    (lone.parent / "evaluate.json").write_text("{}")
+    with pytest.raises(ConfigError, match="needs .*postprocess.json.* beside it"):
+        evaluate_rows(suite, out, config_file=lone)
+    with pytest.raises(ConfigError, match="needs .*postprocess.json.* beside it"):
+        run_suite(suite, tmp_path / "other", config_file=lone)
+    assert not (tmp_path / "other").exists()
     # a copied folder's rows name the original's folders: refused before any evaluation
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, symlinks=True)

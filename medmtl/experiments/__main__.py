@@ -53,7 +53,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--config",
         type=Path,
         default=None,
-        help="training config (default: the bundle's train.json)",
+        help="training config (default: the bundle's train.json); the evaluation configs (evaluate.json, "
+        "postprocess.json) must be beside it",
     )
     parser.add_argument(
         "--dataset-dir",

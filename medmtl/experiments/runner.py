@@ -316,6 +316,16 @@ def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | Non
 EVALUATION_STEPS = (("postprocess.json",), ())
 
 
+def _check_evaluation_configs(config_file: Path) -> None:
+    """Refuse, before any row trains, a training config without the evaluation configs beside it."""
+    missing = sorted({name for extra in EVALUATION_STEPS for name in _evaluation(config_file, {}, extra)[0][1:] if not Path(name).is_file()})
+    if missing:
+        raise ConfigError(
+            f"{config_file}: the rows' evaluation needs {missing} beside it; copy them from "
+            "bundles/medmtl_multitask/configs/"
+        )
+
+
 def _evaluation(config_file: Path, overrides: Mapping[str, Any], extra: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     """Config files and overrides of an evaluation of the row's selected model: ``evaluate.json``
     (and ``extra`` configs beside it) over the training config, never resuming, and overwriting a
@@ -449,6 +459,8 @@ def evaluate_rows(
     """
     out = Path(out)
     config_file = Path(config_file) if config_file else default_config_file()
+    if evaluate is None:
+        _check_evaluation_configs(config_file)
     manifest = Manifest(out / "runs.json")
     rows = [r for r in suite.select(only, best_chosen=manifest.best is not None) if manifest.done(r.name)]
     run = evaluate or _evaluate
@@ -548,6 +560,8 @@ def run_suite(
         raise ConfigError(
             f"{config_file}: training config not found; pass --config bundles/medmtl_multitask/configs/train.json"
         )
+    if execute is None:
+        _check_evaluation_configs(config_file)
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and execute is not None:
