@@ -223,12 +223,12 @@ class LargestComponentChoice:
 
         tasks = {}
         for task, metrics in sorted(self._dice.items()):
-            means = []
+            buffers = []
             for metric in metrics:
                 _sync_cumulative(metric)
-                buffer = metric.get_buffer()
-                means.append([_nanmean(buffer[:, j].tolist()) for j in range(buffer.shape[1])])
-                cases = int(buffer.shape[0])
+                buffers.append(metric.get_buffer())
+            means = [[_nanmean(buffer[:, j].tolist()) for j in range(buffer.shape[1])] for buffer in buffers]
+            cases = int(buffers[0].shape[0])
             classes = get_task(task).class_names[1:]
             dice = {c: {"as_predicted": before, "largest_component": after} for c, before, after in zip(classes, *means)}
             chosen = [c for c, d in dice.items() if not math.isnan(d["as_predicted"]) and d["largest_component"] >= d["as_predicted"]]

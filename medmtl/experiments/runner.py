@@ -316,9 +316,14 @@ def _command(config_file: Path, overrides: Mapping[str, Any], threads: int | Non
 EVALUATION_STEPS = (("postprocess.json",), ())
 
 
+def _evaluation_configs(config_file: Path, extra: Sequence[str]) -> list[Path]:
+    """``evaluate.json`` and the ``extra`` configs, beside the training config."""
+    return [config_file.parent / name for name in ("evaluate.json", *extra)]
+
+
 def _check_evaluation_configs(config_file: Path) -> None:
     """Refuse, before any row trains, a training config without the evaluation configs beside it."""
-    missing = sorted({name for extra in EVALUATION_STEPS for name in _evaluation(config_file, {}, extra)[0][1:] if not Path(name).is_file()})
+    missing = sorted({str(p) for extra in EVALUATION_STEPS for p in _evaluation_configs(config_file, extra) if not p.is_file()})
     if missing:
         raise ConfigError(
             f"{config_file}: the rows' evaluation needs {missing} beside it; copy them from "
@@ -330,7 +335,7 @@ def _evaluation(config_file: Path, overrides: Mapping[str, Any], extra: Sequence
     """Config files and overrides of an evaluation of the row's selected model: ``evaluate.json``
     (and ``extra`` configs beside it) over the training config, never resuming, and overwriting a
     partial earlier evaluation (a rerun after an interruption replaces it)."""
-    files = [str(config_file), *(str(config_file.parent / name) for name in ("evaluate.json", *extra))]
+    files = [str(config_file), *map(str, _evaluation_configs(config_file, extra))]
     return files, {**overrides, "resume": False, "overwrite": True}
 
 
